@@ -1,0 +1,59 @@
+"""Explanation methods behind one protocol, found through a registry.
+
+``run(name, model, x, targets, **params)`` returns a signed, un-normalised map of shape (B, *x.shape[2:])
+(or the method's native resolution with ``resize=False``). Each method is one module that registers itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xcore.explain import baselines, gradcam, gradient, guided_backprop  # noqa: F401  (registration)
+from xcore.explain.base import (
+    METHODS,
+    Method,
+    Target,
+    Targets,
+    get_layer,
+    model_device,
+    model_state,
+    resize_to,
+)
+
+__all__ = ["METHODS", "Method", "Target", "available", "run", "validate"]
+
+
+def available() -> list[str]:
+    """Registry names of every explanation method (the ``method`` column of the Parquet tables)."""
+    return METHODS.names()
+
+
+def validate(name: str, model: nn.Module | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve ``name`` and its full parameters; check a named layer exists. Raises ``UsageError``."""
+    full = METHODS.get(name).params(dict(params or {}))
+    if model is not None and full.get("layer") is not None:
+        get_layer(model, full["layer"])
+    return full
+
+
+def run(name: str, model: nn.Module, x: Tensor, targets: Targets = None, *, resize: bool = True,
+        **params: Any) -> Tensor:
+    """Explain ``model`` on the batch ``x`` (B, C, *S) for ``targets`` with method ``name``.
+
+    Returns a float tensor (B, *S) on the model's device: signed and raw (no normalisation); with
+    ``resize=False`` the method's native resolution (e.g. the CAM layer's grid). The model's train/eval
+    state and ``requires_grad`` flags are restored on exit, and every hook removed, also on error.
+    """
+    method = METHODS.get(name)
+    full = method.params(params)
+    if x.ndim < 3:
+        raise ValueError(f"x must be batched (B, C, *spatial); got shape {tuple(x.shape)}")
+    target = Target.of(targets, x.shape[0])
+    x = x.to(model_device(model))
+    with model_state(model), torch.enable_grad():
+        maps = method.fn(model, x, target, **full)
+    maps = maps.detach()
+    return resize_to(maps, x.shape[2:]) if resize else maps

@@ -1,0 +1,50 @@
+"""Distance baselines (metrics.md §11; thesis §3.6.3): ``centre`` and ``random``.
+
+``S = 1 − d / max(d)`` with ``d`` the Euclidean distance of every spatial location (pixel, voxel, joint×frame)
+to a point: the centre of the input for ``centre``; a uniformly drawn location for ``random`` (the "Random"
+rows of the thesis' tables). Nearer = more important. ``random`` is seeded: sample ``i`` of a batch uses
+``seeds[i]`` when given (stable per sample across shardings), else draws from ``Generator(seed)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from xcore.explain.base import Target, register
+
+
+def distance_map(points: Tensor, shape: Sequence[int]) -> Tensor:
+    """``1 − d/max(d)`` for each point (B, D) over a grid of ``shape`` (D dims) → (B, *shape)."""
+    grids = torch.meshgrid(*[torch.arange(n, dtype=points.dtype, device=points.device) for n in shape],
+                           indexing="ij")
+    coords = torch.stack(grids, dim=-1)  # (*shape, D)
+    d = (coords[None] - points.reshape(points.shape[0], *([1] * len(shape)), len(shape))).pow(2).sum(-1).sqrt()
+    dmax = d.flatten(1).amax(dim=1).clamp(min=torch.finfo(d.dtype).tiny)
+    return 1 - d / dmax.reshape(-1, *([1] * len(shape)))
+
+
+@register("centre")
+def centre(model: nn.Module, x: Tensor, target: Target) -> Tensor:
+    """Distance-to-centre baseline; the centre of an n-long axis is (n − 1)/2."""
+    shape = x.shape[2:]
+    point = torch.tensor([(n - 1) / 2 for n in shape], dtype=torch.float32, device=x.device)
+    return distance_map(point.expand(x.shape[0], -1), shape)
+
+
+@register("random")
+def random(model: nn.Module, x: Tensor, target: Target, *, seed: int = 0,
+           seeds: Sequence[int] | None = None) -> Tensor:
+    """Distance to a uniformly drawn location (one per sample)."""
+    shape = x.shape[2:]
+    if seeds is not None:
+        if len(seeds) != x.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {x.shape[0]}")
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    else:
+        g = torch.Generator().manual_seed(int(seed))
+        gens = [g] * x.shape[0]
+    pts = torch.stack([torch.stack([torch.randint(n, (), generator=gen) for n in shape]) for gen in gens])
+    return distance_map(pts.to(device=x.device, dtype=torch.float32), shape)

@@ -1,0 +1,54 @@
+"""Guided backpropagation (Springenberg et al.; methods.md §1).
+
+At every ReLU the backward pass becomes ``δ_in = 1[a_in > 0] · max(δ_out, 0)``: only positive gradients
+flow, and only through positive forward activations. Unlike Captum, which overrides ``nn.ReLU`` modules only,
+every ReLU is guided — modules, ``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place forms — by
+intercepting them with a ``TorchFunctionMode`` for the duration of the forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from xcore.explain.base import Target, reduce_channels, register
+from xcore.explain.gradient import input_gradient
+
+
+class GuidedReLU(torch.autograd.Function):
+    """ReLU whose backward is ``1[a > 0] · max(δ, 0)``."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor) -> Tensor:
+        ctx.save_for_backward(a)
+        return a.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (a,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (a > 0).to(grad.dtype)
+
+
+_RELUS = {torch.relu, torch.relu_, F.relu, F.relu_, Tensor.relu, Tensor.relu_}
+
+
+class guided_relus(TorchFunctionMode):  # noqa: N801  (used as a context manager)
+    """Within this context every ReLU call of any form is a :class:`GuidedReLU`."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func in _RELUS:
+            return GuidedReLU.apply(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+@register("guided_backprop")
+def guided_backprop(model: nn.Module, x: Tensor, target: Target, *, reduce: str = "max_abs",
+                    softmax: bool = False) -> Tensor:
+    """Guided-backprop map ``reduce_c(∂s/∂x)`` with every ReLU guided."""
+    with guided_relus():
+        g = input_gradient(model, x, target, softmax=softmax)
+    return reduce_channels(g, reduce)

@@ -1,0 +1,53 @@
+"""Evaluation metrics behind one protocol, found through a registry.
+
+A metric is ``fn(model, x, maps, targets, **params) -> dict[str, Tensor]``: per-sample values with a leading
+batch dim (scalars become columns, 1-D curves become list columns of the ``metrics`` table).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from xcore.errors import UsageError
+from xcore.metrics.deletion_insertion import auc, deletion_insertion
+from xcore.registry import Registry
+
+__all__ = ["METRICS", "Metric", "auc", "available", "deletion_insertion", "validate"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: Callable[..., dict[str, Any]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    per_sample_keys: tuple[str, ...] = ()
+
+    def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(overrides) - set(self.defaults)
+        if unknown:
+            raise UsageError(f"metric {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                             f"it takes {sorted(self.defaults)}")
+        return {**self.defaults, **overrides}
+
+
+def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+METRICS: Registry[Metric] = Registry("metric")
+METRICS.add("deletion_insertion", Metric(
+    "deletion_insertion", deletion_insertion, _defaults(deletion_insertion),
+    ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")))
+
+
+def available() -> list[str]:
+    return METRICS.names()
+
+
+def validate(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Full parameters of metric ``name``; ``UsageError`` for an unknown metric or parameter."""
+    return METRICS.get(name).params(dict(params or {}))

@@ -1,0 +1,76 @@
+"""Jobs: what the runtime fans out. A job is planned by the driver and executed shard by shard by workers.
+
+The runtime in ``tasks/`` and ``flows/`` knows only this protocol, so a flow can run any per-shard function
+(explain + metrics, ROAR retraining, per-class filter statistics) on Ray actors, let it write its own tables,
+and end with a reduce step over shards. Only small plain values (shard ids, dicts, paths) cross process
+boundaries.
+
+- ``Job`` lives in the driver: cheap to build (indexes the dataset, loads no model), answers which shards
+  exist and which are already complete, and reduces the per-shard summaries at the end.
+- ``Worker`` lives in an actor: built once per actor by ``job.worker(device)``, holds the model, and
+  processes one shard at a time, writing its files atomically and returning a small summary dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from xcore.registry import Registry
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A contiguous slice ``[start, stop)`` of the dataset's sample indices."""
+
+    shard_id: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.shard_id:06d}"
+
+
+def plan_shards(n: int, shard_size: int) -> list[Shard]:
+    """Split ``n`` samples into shards of ``shard_size`` (the last may be shorter)."""
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    return [Shard(i, s, min(s + shard_size, n)) for i, s in enumerate(range(0, n, shard_size))]
+
+
+class Worker(Protocol):
+    def process(self, shard: Shard) -> dict[str, Any]:
+        """Compute and atomically write every table file of ``shard``; return a small plain summary.
+
+        Per-sample failures become rows of the ``errors`` table; an exception escaping ``process`` means the
+        whole shard failed (the driver retries it a bounded number of times).
+        """
+        ...
+
+
+class Job(Protocol):
+    kind: str
+    run_dir: str
+
+    def shards(self) -> list[Shard]: ...
+
+    def is_complete(self, shard: Shard) -> bool: ...
+
+    def worker(self, device: str | None = None) -> Worker: ...
+
+    def reduce(self, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]: ...
+
+
+JobFactory = Callable[[dict[str, Any]], Job]
+JOBS: Registry[JobFactory] = Registry("job kind")
+
+
+def open_job(kind: str, config: dict[str, Any]) -> Job:
+    """Build the driver-side job of ``kind`` from a plain config dict (validates; raises UsageError)."""
+    return JOBS.get(kind)(config)
