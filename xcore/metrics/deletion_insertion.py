@@ -100,10 +100,8 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
     n_jobs = 2 * B * S1  # job j -> (mode, sample, step) in that nesting order
 
     with model_state(model):
-        if targets is None:
-            classes = model(x).argmax(dim=1)
-        else:  # explicit class indices; a callable target has no softmax class and raises here
-            classes = Target.of(targets, B).classes(x.new_empty(B, 1))
+        # explicit class indices, else the predicted class; a callable target has no softmax class: raises
+        classes = model(x).argmax(dim=1) if targets is None else Target.of(targets, B).classes(x.new_empty(B, 1))
 
         def forward(lo: int, hi: int) -> Tensor:
             j = torch.arange(lo, hi, device=device)
