@@ -1,0 +1,30 @@
+# Two commands: `make demo` runs the main job on the embedded default data, `make test` runs the test suite.
+# Each creates or updates the project-local virtual environment (.venv) first; the update is skipped
+# when pyproject.toml has not changed since the last install.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+STAMP  := $(VENV)/.xcore-installed
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+.PHONY: demo test lint bench venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	# torch and torchvision first: on this machine pip takes both from local disk
+	$(VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/xai demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[bench]'
+	$(VENV)/bin/python benchmarks/deletion_insertion.py
