@@ -1,0 +1,147 @@
+"""SmallCNN's CAM property, the model zoo, checkpoints (weights_only, atomic, one-line errors) and training."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from xcore.data import generate
+from xcore.errors import UsageError
+from xcore.models import (
+    MODELS,
+    SmallCNN,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+    train_model,
+    weights_digest,
+)
+from xcore.models.zoo import load_weights
+
+
+def _model(seed: int = 0) -> SmallCNN:
+    torch.manual_seed(seed)
+    model = SmallCNN(5)
+    model.eval()
+    for m in model.modules():  # non-trivial BN statistics so eval-mode round trips are meaningful
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_smallcnn_features_feed_gap_and_linear() -> None:
+    model = _model()
+    x = torch.randn(3, 3, 112, 112)
+    feats = model.features(x)
+    assert feats.shape == (3, 64, 14, 14)
+    assert (feats >= 0).all() and (feats > 0).any()
+    torch.testing.assert_close(model.classifier(feats.mean((2, 3))), model(x))
+    assert model.get_submodule(SmallCNN.xcore_cam_layer) is model.features
+
+
+def test_smallcnn_gradcam_equals_cam_over_z() -> None:
+    model = _model()
+    feats = model.features(torch.randn(1, 3, 112, 112)).detach().requires_grad_(True)
+    logits = model.classifier(model.pool(feats).flatten(1))
+    logits[0, 2].backward()
+    z = feats.shape[2] * feats.shape[3]
+    expected = model.classifier.weight[2].detach().view(-1, 1, 1).expand_as(feats[0]) / z
+    torch.testing.assert_close(feats.grad[0], expected)
+
+
+def test_zoo_builds_every_arch_with_a_real_cam_layer() -> None:
+    assert MODELS.names() == sorted(["smallcnn", "vgg16", "resnet18", "resnet50", "densenet121", "inception_v3"])
+    expected = {"smallcnn": "features", "vgg16": "features.29", "resnet18": "layer4", "resnet50": "layer4",
+                "densenet121": "features", "inception_v3": "Mixed_7c"}
+    for arch, layer in expected.items():
+        model = build_model(arch, 7)
+        assert model.xcore_cam_layer == layer
+        model.get_submodule(layer)
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        assert last.out_features == 7, arch
+    assert isinstance(build_model("vgg16", 3).get_submodule("features.29"), nn.ReLU)
+    assert not hasattr(build_model("inception_v3", 3), "AuxLogits") or build_model("inception_v3", 3).AuxLogits is None
+    with torch.no_grad():
+        assert build_model("resnet18", 4).eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+    with pytest.raises(UsageError, match="unknown model"):
+        build_model("alexnet", 3)
+
+
+def _save(tmp_path: Path, model: nn.Module) -> Path:
+    meta = {"arch": "smallcnn", "num_classes": 5, "classes": [f"n0{i}" for i in range(5)], "input_size": 112,
+            "mean": [0.5] * 3, "std": [0.2] * 3, "val_accuracy": 0.5}
+    return save_checkpoint(tmp_path / "ckpt" / "model.pt", model, meta)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = _model(1)
+    path = _save(tmp_path, model)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.json", "model.pt"]  # no temp files left
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["torch"] == torch.__version__ and meta["arch_kwargs"] == {} and meta["class_names"] is None
+    assert "created" in meta and meta["val_accuracy"] == 0.5
+    loaded, meta2 = load_checkpoint(path)
+    assert not loaded.training and meta2 == meta
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    state = torch.load(path, weights_only=True)
+    assert set(state) == set(model.state_dict())
+    digest = weights_digest(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16] and len(digest) == 16
+    _save(tmp_path, _model(2))
+    assert weights_digest(path) != digest
+
+
+class _Evil:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("pickled code ran",))
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt", "pickle", "not_state_dict", "mismatch", "no_json"])
+def test_checkpoint_errors_are_one_line_usage_errors(tmp_path: Path, kind: str) -> None:
+    path = _save(tmp_path, _model())
+    if kind == "missing":
+        path = tmp_path / "nope.pt"
+    elif kind == "corrupt":
+        path.write_bytes(path.read_bytes()[:100])
+    elif kind == "pickle":  # weights_only=True refuses arbitrary objects
+        torch.save({"features.0.weight": _Evil()}, path)
+    elif kind == "not_state_dict":
+        torch.save([1, 2, 3], path)
+    elif kind == "mismatch":
+        save_checkpoint(path, SmallCNN(5, width=8), {"arch": "smallcnn", "num_classes": 5})
+        meta = json.loads(path.with_suffix(".json").read_text())
+        path.with_suffix(".json").write_text(json.dumps({**meta, "arch_kwargs": {}}))
+    else:
+        path.with_suffix(".json").unlink()
+    with pytest.raises(UsageError) as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and path.stem in str(info.value)
+
+
+def test_load_weights_strips_wrappers(tmp_path: Path) -> None:
+    model = _model(3)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "w.pt")
+    fresh = load_weights(SmallCNN(5), tmp_path / "w.pt")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v)
+
+
+def test_train_one_short_epoch(tmp_path: Path) -> None:
+    root = generate(tmp_path / "shapes", n_train_per_class=4, n_val=6, size=48, seed=1)
+    seen: list[dict] = []
+    threads = torch.get_num_threads()
+    meta = train_model(root, tmp_path / "m.pt", epochs=1, batch_size=8, num_threads=1, progress=seen.append)
+    assert torch.get_num_threads() == threads
+    assert [d["epoch"] for d in seen] == [1] and 0.0 <= meta["val_accuracy"] <= 1.0
+    assert meta["input_size"] == 48 and meta["num_classes"] == 6 and meta["classes"][0] == "n09000000"
+    assert meta["class_names"][0].startswith("disc")
+    model, saved = load_checkpoint(tmp_path / "m.pt")
+    assert saved["val_accuracy"] == meta["val_accuracy"] and isinstance(model, SmallCNN)

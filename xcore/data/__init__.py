@@ -1,0 +1,40 @@
+"""Datasets: the reader protocol, the ImageNet-style reader and the synthetic ground-truth generator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from xcore.data.base import DATASETS, Dataset, Sample
+from xcore.data.imagenet import ImageNetReader
+from xcore.data.synthetic import generate
+from xcore.data.transforms import ImageTransform
+from xcore.errors import UsageError
+
+DATASETS.add("imagenet", ImageNetReader)
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "ImageNetReader",
+    "ImageTransform",
+    "Sample",
+    "default_data_root",
+    "generate",
+    "open_dataset",
+]
+
+
+def default_data_root() -> Path:
+    """Where the synthetic data lives: ``$XCORE_DATA`` or ``.xcore/data/shapes`` (relative to the CWD)."""
+    return Path(os.environ.get("XCORE_DATA", ".xcore/data/shapes"))
+
+
+def open_dataset(kind: str, root: Path | str, split: str = "val", **kw: Any) -> Dataset:
+    """Open dataset ``kind`` at ``root``; a missing root or split raises :class:`UsageError` (one line)."""
+    factory = DATASETS.get(kind)
+    path = Path(root)
+    if not path.is_dir():
+        raise UsageError(f"dataset root {path} does not exist")
+    return factory(path, split=split, **kw)

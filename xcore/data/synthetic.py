@@ -1,0 +1,255 @@
+"""A seeded synthetic dataset with known ground truth, written in the real ImageNet (Kaggle CLS-LOC) layout.
+
+Every image holds one label-deciding object whose *shape* decides the class (disc, square, triangle, cross,
+star, ring), drawn over a textured background on top of 1-3 distractors whose kinds are never class shapes
+(thin lines, small dots, thin elongated ellipses). The box and the binary mask of the label-deciding object
+are exact, so explanation metrics can be checked against a known answer.
+
+Layout written by :func:`generate` (ImageNet val conventions: reference notes, formats.md section 6)::
+
+    LOC_synset_mapping.txt   train/<wnid>/<wnid>_<k>.JPEG   val/ILSVRC2012_val_<8 digits>.JPEG
+    val_boxes/<stem>.xml     val_masks/<stem>.png           LOC_val_solution.csv    .complete
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from xcore.errors import UsageError
+
+FORMAT_VERSION = 1
+SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "star", "ring")
+WNIDS: tuple[str, ...] = tuple(f"n09{k:06d}" for k in range(len(SHAPES)))
+"""Fake but well-formed WNIDs; sorted order equals class order."""
+CLASS_NAMES: tuple[str, ...] = tuple(f"{s}, synthetic {s} shape" for s in SHAPES)
+DEFAULT_TRAIN_PER_CLASS = 350
+DEFAULT_VAL = 180
+JPEG_QUALITY = 95
+_SPLIT_CODES = {"train": 1, "val": 2}
+Point = tuple[float, float]
+
+
+@dataclass
+class Scene:
+    """One rendered image with its ground truth: ``mask`` is the label-deciding object only."""
+
+    image: Image.Image
+    mask: np.ndarray  # bool (H, W)
+    label: int
+    color: tuple[int, int, int]
+
+    @property
+    def box(self) -> list[int]:
+        """Tight [xmin, ymin, xmax, ymax] of the mask, 0-based inclusive pixels."""
+        ys, xs = np.nonzero(self.mask)
+        return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
+
+
+def _smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
+    cells = int(rng.integers(3, 9))
+    low = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(low).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A textured (H, W, 3) float background: smooth noise, stripes or a colour gradient, plus grain."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    c0 = rng.uniform(50, 205, 3)
+    c1 = np.clip(c0 + rng.uniform(-80, 80, 3), 0, 255)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        bg = c0 + (_smooth_noise(rng, size) - 0.5) * rng.uniform(60, 140)
+    else:
+        theta = rng.uniform(0, math.pi)
+        proj = xx * math.cos(theta) + yy * math.sin(theta)
+        if kind == 1:
+            t = 0.5 + 0.5 * np.sin(2 * math.pi * rng.uniform(3, 9) * proj + rng.uniform(0, 2 * math.pi))
+        else:
+            t = (proj - proj.min()) / max(float(np.ptp(proj)), 1e-6)
+        bg = c0 + t[..., None] * (c1 - c0)
+    bg = bg + rng.normal(0, 4, (size, size, 3))
+    return np.clip(bg, 0, 255)
+
+
+def _rotated(cx: float, cy: float, radii: list[float], angle: float) -> list[Point]:
+    n = len(radii)
+    return [(cx + r * math.cos(angle + 2 * math.pi * k / n), cy + r * math.sin(angle + 2 * math.pi * k / n))
+            for k, r in enumerate(radii)]
+
+
+def _cross(cx: float, cy: float, r: float, angle: float) -> list[Point]:
+    w = 0.32 * r
+    local = [(w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w),
+             (-w, r), (w, r)]
+    c, s = math.cos(angle), math.sin(angle)
+    return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in local]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float,
+                fill: int | tuple[int, int, int]) -> None:
+    if shape in ("disc", "ring"):
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        if shape == "ring":
+            ri = 0.55 * r
+            draw.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=0)
+    elif shape == "square":
+        draw.polygon(_rotated(cx, cy, [r] * 4, angle), fill=fill)
+    elif shape == "triangle":
+        draw.polygon(_rotated(cx, cy, [r * 1.1] * 3, angle), fill=fill)
+    elif shape == "cross":
+        draw.polygon(_cross(cx, cy, r, angle), fill=fill)
+    elif shape == "star":
+        draw.polygon(_rotated(cx, cy, [r * 1.1, r * 0.45] * 5, angle), fill=fill)
+    else:  # pragma: no cover - SHAPES is closed
+        raise ValueError(shape)
+
+
+def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
+    """A line, a small dot or a thin ellipse: never a class shape (too thin or too small)."""
+    color = tuple(int(v) for v in rng.integers(0, 256, 3))
+    unit = size / 112
+    kind = int(rng.integers(3))
+    x, y = rng.uniform(0, size, 2)
+    if kind == 0:
+        length, theta = rng.uniform(0.2, 0.6) * size, rng.uniform(0, math.pi)
+        end = (x + length * math.cos(theta), y + length * math.sin(theta))
+        draw.line([(x, y), end], fill=color, width=max(1, round(rng.uniform(1, 2.5) * unit)))
+    elif kind == 1:
+        rr = rng.uniform(1.5, 3.5) * unit
+        draw.ellipse([x - rr, y - rr, x + rr, y + rr], fill=color)
+    else:
+        a = rng.uniform(0.1, 0.22) * size
+        b = a / rng.uniform(4.0, 6.0)
+        theta = rng.uniform(0, math.pi)
+        c, s = math.cos(theta), math.sin(theta)
+        pts = [(a * math.cos(t), b * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 32, endpoint=False)]
+        draw.polygon([(x + px * c - py * s, y + px * s + py * c) for px, py in pts], fill=color)
+
+
+def render_scene(rng: np.random.Generator, size: int, label: int) -> Scene:
+    """Draw one image of class ``label``: background, distractors behind, then the object on top."""
+    bg = _background(rng, size)
+    canvas = Image.fromarray(bg.astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(1, 4))):
+        _draw_distractor(draw, rng, size)
+    r = rng.uniform(0.17, 0.3) * size
+    margin = 1.12 * r + 1
+    cx, cy = rng.uniform(margin, size - 1 - margin, 2)
+    angle = rng.uniform(0, 2 * math.pi)
+    mask_img = Image.new("L", (size, size), 0)
+    _draw_shape(ImageDraw.Draw(mask_img), SHAPES[label], cx, cy, r, angle, 255)
+    mask = np.asarray(mask_img) > 0
+    under = bg[mask].mean(axis=0)
+    color = rng.integers(0, 256, 3)
+    for _ in range(32):  # keep the object visible: clear contrast with the background under it
+        if np.abs(color - under).sum() >= 150:
+            break
+        color = rng.integers(0, 256, 3)
+    rgb = (int(color[0]), int(color[1]), int(color[2]))
+    canvas.paste(Image.new("RGB", (size, size), rgb), (0, 0), mask_img)
+    return Scene(canvas, mask, label, rgb)
+
+
+def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of one image, independent of every other image (so files are reproducible alone)."""
+    return np.random.default_rng([seed, _SPLIT_CODES[split], index])
+
+
+def val_labels(seed: int, n_val: int) -> list[int]:
+    """Balanced, shuffled val labels."""
+    labels = np.arange(n_val) % len(SHAPES)
+    return [int(v) for v in np.random.default_rng([seed, 99]).permutation(labels)]
+
+
+def val_stem(index: int) -> str:
+    """``ILSVRC2012_val_00000001`` for index 0."""
+    return f"ILSVRC2012_val_{index + 1:08d}"
+
+
+def box_xml(stem: str, size: int, wnid: str, box: list[int]) -> str:
+    """PASCAL-VOC XML laid out like ImageNet's per-image val annotation."""
+    xmin, ymin, xmax, ymax = box
+    return (
+        "<annotation>\n\t<folder>val</folder>\n"
+        f"\t<filename>{stem}</filename>\n"
+        "\t<source>\n\t\t<database>ILSVRC_2012</database>\n\t</source>\n"
+        f"\t<size>\n\t\t<width>{size}</width>\n\t\t<height>{size}</height>\n\t\t<depth>3</depth>\n\t</size>\n"
+        "\t<segmented>0</segmented>\n"
+        f"\t<object>\n\t\t<name>{wnid}</name>\n\t\t<pose>Unspecified</pose>\n"
+        "\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n"
+        f"\t\t<bndbox>\n\t\t\t<xmin>{xmin}</xmin>\n\t\t\t<ymin>{ymin}</ymin>\n"
+        f"\t\t\t<xmax>{xmax}</xmax>\n\t\t\t<ymax>{ymax}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+        "</annotation>\n"
+    )
+
+
+def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int) -> None:
+    mapping = "".join(f"{w} {n}\n" for w, n in zip(WNIDS, CLASS_NAMES, strict=True))
+    (tmp / "LOC_synset_mapping.txt").write_text(mapping)
+    for label, wnid in enumerate(WNIDS):
+        folder = tmp / "train" / wnid
+        folder.mkdir(parents=True)
+        for k in range(n_train_per_class):
+            scene = render_scene(scene_rng(seed, "train", label * n_train_per_class + k), size, label)
+            scene.image.save(folder / f"{wnid}_{k + 1}.JPEG", quality=JPEG_QUALITY)
+    for sub in ("val", "val_boxes", "val_masks"):
+        (tmp / sub).mkdir()
+    rows = ["ImageId,PredictionString"]
+    for i, label in enumerate(val_labels(seed, n_val)):
+        stem, wnid = val_stem(i), WNIDS[label]
+        scene = render_scene(scene_rng(seed, "val", i), size, label)
+        scene.image.save(tmp / "val" / f"{stem}.JPEG", quality=JPEG_QUALITY)
+        Image.fromarray(scene.mask.astype(np.uint8) * 255).save(tmp / "val_masks" / f"{stem}.png")
+        box = scene.box
+        (tmp / "val_boxes" / f"{stem}.xml").write_text(box_xml(stem, size, wnid, box))
+        rows.append(f"{stem},{wnid} {' '.join(map(str, box))}")
+    (tmp / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+
+
+def generate(root: Path | str, *, n_train_per_class: int = DEFAULT_TRAIN_PER_CLASS, n_val: int = DEFAULT_VAL,
+             size: int = 112, seed: int = 0, force: bool = False) -> Path:
+    """Write the synthetic dataset under ``root`` (idempotent, atomic) and return ``root``.
+
+    A matching ``root/.complete`` marker means the data is already there: nothing is done. A root holding
+    anything else (other parameters, foreign files) is only replaced with ``force=True``. Files are written
+    into a hidden sibling folder that is renamed into place, so an interrupted run never looks complete.
+    """
+    root = Path(root)
+    params = {"format": FORMAT_VERSION, "n_train_per_class": n_train_per_class, "n_val": n_val,
+              "size": size, "seed": seed}
+    if n_train_per_class < 1 or n_val < 1 or size < 32:
+        raise UsageError("generate needs n_train_per_class >= 1, n_val >= 1 and size >= 32")
+    marker = root / ".complete"
+    if not force and marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == params:
+                return root
+        except (OSError, ValueError):
+            pass
+        raise UsageError(f"{root} holds synthetic data made with other parameters; pass force=True to replace it")
+    if not force and root.exists() and any(root.iterdir()):
+        raise UsageError(f"{root} exists and is not a complete synthetic dataset; pass force=True to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _write(tmp, n_train_per_class, n_val, size, seed)
+        (tmp / ".complete").write_text(json.dumps(params, sort_keys=True))
+        if root.exists():
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            os.replace(root, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

@@ -1,0 +1,19 @@
+"""Models: the registry of architectures, checkpoints with metadata, and CPU training of the shapes model."""
+
+from __future__ import annotations
+
+from xcore.models.checkpoint import load_checkpoint, save_checkpoint, weights_digest
+from xcore.models.smallcnn import SmallCNN
+from xcore.models.train import train_model
+from xcore.models.zoo import MODELS, build_model, load_weights
+
+__all__ = [
+    "MODELS",
+    "SmallCNN",
+    "build_model",
+    "load_checkpoint",
+    "load_weights",
+    "save_checkpoint",
+    "train_model",
+    "weights_digest",
+]

@@ -1,0 +1,104 @@
+"""Checkpoints: a ``.pt`` state dict plus a ``.json`` sidecar that says how to rebuild and feed the model."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from xcore.errors import UsageError
+from xcore.models.zoo import build_model, load_weights
+
+REQUIRED_META = ("arch", "num_classes")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a hidden temp file in ``path``'s folder, then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def meta_path(path: Path | str) -> Path:
+    """The JSON sidecar of a checkpoint."""
+    return Path(path).with_suffix(".json")
+
+
+def save_checkpoint(path: Path | str, model: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write ``model``'s state dict to ``path`` and ``meta`` (completed with defaults) to its ``.json``.
+
+    ``meta`` needs ``arch`` and ``num_classes``; ``classes``, ``class_names``, ``input_size``, ``mean``, ``std``,
+    ``val_accuracy`` and ``arch_kwargs`` are recorded as given (``None`` / ``{}`` when absent), ``created`` and
+    ``torch`` are filled in. Returns ``path``.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        raise ValueError("the checkpoint path must not end in .json (that is the metadata sidecar)")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {', '.join(missing)}")
+    full: dict[str, Any] = {"classes": None, "class_names": None, "input_size": None, "mean": None,
+                            "std": None, "val_accuracy": None, "arch_kwargs": {}}
+    full.update(meta)
+    full["created"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    full["torch"] = torch.__version__
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    _atomic_write(path, buf.getvalue())
+    _atomic_write(meta_path(path), (json.dumps(full, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+def read_meta(path: Path | str) -> dict[str, Any]:
+    """The metadata of the checkpoint at ``path`` (UsageError, one line, when missing or invalid)."""
+    mpath = meta_path(path)
+    try:
+        meta = json.loads(mpath.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"checkpoint metadata {mpath} does not exist") from None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"checkpoint metadata {mpath} is unreadable: {err}") from None
+    if not isinstance(meta, dict) or any(k not in meta for k in REQUIRED_META):
+        raise UsageError(f"checkpoint metadata {mpath} lacks {' or '.join(REQUIRED_META)}")
+    return meta
+
+
+def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model described by ``path``'s metadata, load its weights, and return it in eval mode."""
+    path = Path(path)
+    if path.suffix == ".json":
+        path = path.with_suffix(".pt")
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    meta = read_meta(path)
+    model = build_model(meta["arch"], int(meta["num_classes"]), **(meta.get("arch_kwargs") or {}))
+    load_weights(model, path)
+    return model.to(device).eval(), meta
+
+
+def weights_digest(path: Path | str) -> str:
+    """First 16 hex digits of the sha256 of the ``.pt`` file (identifies the weights in run metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

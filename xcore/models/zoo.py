@@ -1,0 +1,87 @@
+"""The model registry: ``MODELS.get(arch)(num_classes, **kw) -> nn.Module`` with ``xcore_cam_layer`` set.
+
+torchvision architectures are built with ``weights=None``: nothing is ever downloaded. Trained weights come
+from :func:`load_weights` (always ``torch.load(..., weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from xcore.errors import UsageError
+from xcore.models.smallcnn import SmallCNN
+from xcore.registry import Registry
+
+Builder = Callable[..., nn.Module]
+MODELS: Registry[Builder] = Registry("model")
+
+
+def _torchvision(fn: Callable[..., nn.Module], cam_layer: str, **fixed: Any) -> Builder:
+    def build(num_classes: int, **kw: Any) -> nn.Module:
+        model = fn(weights=None, num_classes=num_classes, **{**fixed, **kw})
+        model.xcore_cam_layer = cam_layer
+        return model
+
+    build.__doc__ = f"torchvision {fn.__name__} (weights=None), CAM layer {cam_layer!r}."
+    return build
+
+
+@MODELS.register("smallcnn")
+def smallcnn(num_classes: int, **kw: Any) -> nn.Module:
+    """:class:`~xcore.models.smallcnn.SmallCNN`, CAM layer ``features``."""
+    return SmallCNN(num_classes, **kw)
+
+
+MODELS.add("vgg16", _torchvision(tvm.vgg16, "features.29"))
+MODELS.add("resnet18", _torchvision(tvm.resnet18, "layer4"))
+MODELS.add("resnet50", _torchvision(tvm.resnet50, "layer4"))
+MODELS.add("densenet121", _torchvision(tvm.densenet121, "features"))
+MODELS.add("inception_v3", _torchvision(tvm.inception_v3, "Mixed_7c", aux_logits=False, init_weights=False))
+
+
+def build_model(arch: str, num_classes: int, **kw: Any) -> nn.Module:
+    """A freshly initialised ``arch`` with ``num_classes`` outputs (unknown arch: ``UsageError``)."""
+    return MODELS.get(arch)(num_classes, **kw)
+
+
+def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` of a state dict (or a dict holding one under ``state_dict``/``model``).
+
+    A missing, unreadable or non-state-dict file raises :class:`UsageError` with one line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors all mean the same thing here
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"checkpoint {path} is unreadable: {reason}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UsageError(f"checkpoint {path} does not hold a state_dict")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights(model: nn.Module, path: Path | str) -> nn.Module:
+    """Load the state dict at ``path`` into ``model`` (strict); mismatched keys or shapes raise UsageError."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape of", shapes))
+                 if keys]
+        raise UsageError(f"checkpoint {path} does not match {type(model).__name__}: {'; '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+    return model
