@@ -45,6 +45,8 @@ def plan_shards(n: int, shard_size: int) -> list[Shard]:
 
 
 class Worker(Protocol):
+    batch_size: int  # samples per batch; the driver halves it when a worker died of host OOM
+
     def process(self, shard: Shard) -> dict[str, Any]:
         """Compute and atomically write every table file of ``shard``; return a small plain summary.
 
@@ -56,6 +58,7 @@ class Worker(Protocol):
 
 class Job(Protocol):
     kind: str
+    config: dict[str, Any]  # plain values: actors rebuild the job from (kind, config)
     run_dir: str
 
     def shards(self) -> list[Shard]: ...

@@ -1,0 +1,200 @@
+"""The ``xai`` command line: demo, train, run, summary, query.
+
+Configuration is validated (paths, checkpoint, methods, parameters, layers, metrics) before Ray or Prefect
+is imported: a wrong value prints one line on stderr and exits with code 2. A run exits 0 when every shard
+was written (per-sample errors are counted and reported) and 1 when shards still failed after retries.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from flows.progress import ShardProgress, print_rows
+from xcore.errors import UsageError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Explain image classifiers over whole datasets and measure the explanations.")
+console = Console()
+DEMO_METHODS = ("gradient", "guided_backprop", "input_x_gradient", "gradcam", "centre", "random")
+DEMO_MODEL = Path(".xcore/models/smallcnn.pt")
+
+
+def fail(err: Exception, code: int = 2) -> typer.Exit:
+    """Print ``err`` as one line on stderr; the exit to raise."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def parse_value(text: str) -> Any:
+    """``3`` -> int, ``0.5`` -> float, ``true`` / ``null`` / JSON lists -> Python, anything else a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_params(methods: list[str], params: list[str]) -> dict[str, dict[str, Any]]:
+    """``--method m`` and ``--param m.key=value`` -> ``{method: {key: value}}`` (UsageError on a bad spec)."""
+    out: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for spec in params:
+        name, sep, value = spec.partition("=")
+        method, dot, key = name.partition(".")
+        if not sep or not dot or not key:
+            raise UsageError(f"--param {spec!r}: use METHOD.NAME=VALUE")
+        if method not in out:
+            raise UsageError(f"--param {spec!r}: method {method!r} is not selected with --method")
+        out[method][key] = parse_value(value)
+    return out
+
+
+def execute(config: dict[str, Any], *, executor: str, max_attempts: int, shard_timeout: float | None,
+            actors: int | None = None) -> int:
+    """Validate ``config`` (exit 2 on a usage error), run the flow with a progress bar, print the summary."""
+    from xcore.pipeline import ExplainJob, explain_config
+
+    try:
+        cfg = explain_config(config)
+        job = ExplainJob(cfg)
+        if executor not in ("ray", "local"):
+            raise UsageError(f"unknown executor {executor!r}; use ray or local")
+    except UsageError as err:
+        raise fail(err) from None
+    console.print(f"run [bold]{job.run_id}[/] -> {job.run_dir} ({job.n_samples} samples, "
+                  f"{len(job.shards())} shards, executor {executor})")
+    from flows.explain import explain_dataset  # imports Prefect; Ray starts inside the dispatch task
+
+    params = {k: cfg[k] for k in ("dataset", "model", "methods", "metrics", "shard_size", "out", "run_id",
+                                  "split", "dataset_kind", "batch_size", "device", "seed")}
+    with ShardProgress(console):
+        state = explain_dataset(**params, executor=executor, max_attempts=max_attempts,
+                                shard_timeout=shard_timeout, actors=actors, return_state=True)
+    if (Path(job.run_dir) / "metrics").is_dir():
+        show_summary(job.run_dir)
+    if state.is_failed():
+        print(f"error: run failed: {' '.join(str(state.message).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def show_summary(run_dir: str | Path) -> None:
+    """The per-method table (mean AUCs over ok rows) and the error count."""
+    from xcore.io.query import connect, method_summary
+
+    print_rows(console, f"{run_dir}", method_summary(run_dir))
+    con = connect(run_dir)
+    errors = con.execute("SELECT count(*) FROM errors").fetchone()[0]  # type: ignore[index]
+    con.close()
+    console.print(f"errors: {errors} (query them with: xai query {run_dir} \"SELECT * FROM errors\")")
+
+
+@app.command()
+def run(dataset: Path = typer.Option(..., help="dataset root"),
+        model: Path = typer.Option(..., help="checkpoint (.pt with a .json sidecar)"),
+        method: list[str] = typer.Option(..., "--method", "-m", help="explanation method (repeat)"),
+        param: list[str] = typer.Option([], "--param", "-p", help="METHOD.NAME=VALUE (repeat)"),
+        metric: list[str] = typer.Option(["deletion_insertion"], "--metric", help="metric (repeat)"),
+        shard_size: int = typer.Option(256, help="samples per shard (one Parquet file per table)"),
+        out: Path = typer.Option(Path("runs"), help="output root; the run goes to OUT/RUN_ID"),
+        run_id: str | None = typer.Option(None, help="run directory name (default: the run key)"),
+        split: str = "val", dataset_kind: str = "imagenet",
+        batch_size: int = typer.Option(16, help="samples per explain batch"),
+        device: str | None = None, seed: int = 0,
+        executor: str = typer.Option("ray", help="ray (actor pool) or local (in process)"),
+        max_attempts: int = 3, shard_timeout: float | None = None,
+        actors: int | None = typer.Option(None, help="actor count (default: one per GPU, else one)")) -> None:
+    """Explain a dataset with a checkpoint: shards -> Ray actors -> Parquet under OUT/RUN_ID."""
+    try:
+        methods = parse_params(method, param)
+    except UsageError as err:
+        raise fail(err) from None
+    config = {"dataset": str(dataset), "model": str(model), "methods": methods,
+              "metrics": {m: {} for m in metric}, "shard_size": shard_size, "out": str(out), "run_id": run_id,
+              "split": split, "dataset_kind": dataset_kind, "batch_size": batch_size, "device": device,
+              "seed": seed}
+    raise typer.Exit(execute(config, executor=executor, max_attempts=max_attempts, shard_timeout=shard_timeout,
+                             actors=actors))
+
+
+@app.command()
+def train(data: Path | None = typer.Option(None, help="dataset root (default: the synthetic data)"),
+          out: Path = typer.Option(DEMO_MODEL, help="checkpoint path"), epochs: int = 8, seed: int = 0) -> None:
+    """Train the small CNN on a dataset's train split (generates the synthetic data when missing)."""
+    from xcore.data import default_data_root, generate
+
+    try:
+        root = data or generate(default_data_root())
+        train_checkpoint(root, out, epochs=epochs, seed=seed)
+    except UsageError as err:
+        raise fail(err) from None
+
+
+def train_checkpoint(root: Path, out: Path, **kw: Any) -> dict[str, Any]:
+    """``train_model`` with a per-epoch progress line."""
+    from xcore.models import train_model
+
+    def progress(info: dict[str, Any]) -> None:
+        console.print(f"epoch {info.get('epoch')}/{info.get('epochs')}: loss {info.get('loss', 0):.3f}, "
+                      f"val accuracy {info.get('val_accuracy', 0):.3f} ({info.get('seconds', 0):.0f} s)")
+
+    meta = train_model(root, out, progress=progress, **kw)
+    console.print(f"saved {out} (val accuracy {meta.get('val_accuracy')})")
+    return meta
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path(".xcore/runs"), help="output root"),
+         executor: str = "ray", shard_size: int = 32, batch_size: int = 16) -> None:
+    """Synthetic data -> small CNN -> six methods + deletion/insertion -> summary table."""
+    from xcore.data import default_data_root, generate
+
+    try:
+        root = generate(default_data_root())
+        if not DEMO_MODEL.is_file():
+            console.print(f"training the demo model -> {DEMO_MODEL}")
+            train_checkpoint(root, DEMO_MODEL)
+    except UsageError as err:
+        raise fail(err) from None
+    config = {"dataset": str(root), "model": str(DEMO_MODEL), "methods": {m: {} for m in DEMO_METHODS},
+              "metrics": {"deletion_insertion": {}}, "shard_size": shard_size, "out": str(out),
+              "batch_size": batch_size}
+    raise typer.Exit(execute(config, executor=executor, max_attempts=3, shard_timeout=None))
+
+
+@app.command()
+def summary(run_dir: Path) -> None:
+    """Mean deletion / insertion AUC per method over status='ok' rows, and the error count."""
+    if not (run_dir / "metrics").is_dir():
+        raise fail(UsageError(f"{run_dir} holds no metrics table"))
+    show_summary(run_dir)
+
+
+@app.command()
+def query(run_dir: Path, sql: str) -> None:
+    """Run SQL over the views ``metrics``, ``explanations`` and ``errors`` of a run (DuckDB)."""
+    import duckdb
+
+    from xcore.io.query import connect, rows
+
+    if not run_dir.is_dir():
+        raise fail(UsageError(f"run directory {run_dir} does not exist"))
+    try:
+        cols, data = rows(connect(run_dir), sql)
+    except duckdb.Error as err:
+        raise fail(UsageError(str(err).splitlines()[0])) from None
+    print_rows(console, sql, [dict(zip(cols, r, strict=True)) for r in data])
+
+
+def main() -> None:
+    """Console-script entry point (``xai``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

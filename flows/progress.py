@@ -1,0 +1,65 @@
+"""Rich output for the CLI: a shard progress bar fed by the driver loop, and result tables."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tasks.driver import progress_listener
+
+
+class ShardProgress:
+    """``with ShardProgress(console):`` shows shards done / total, samples/s and the ETA of any dispatch."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=console, transient=False)
+        self.task = self.progress.add_task("shards", total=None, rate="starting")
+        self.samples = 0
+        self.started: float | None = None
+        self._listen = progress_listener(self.update)
+
+    def update(self, summary: dict[str, Any], done: int, total: int) -> None:
+        if self.started is None:  # clock from the start of the first shard, not of the flow
+            self.started = time.perf_counter() - float(summary.get("seconds", 0.0))
+        self.samples += int(summary.get("samples", 0))
+        rate = self.samples / max(1e-9, time.perf_counter() - self.started)
+        self.progress.update(self.task, total=total, completed=done, rate=f"{rate:.1f} samples/s")
+
+    def __enter__(self) -> ShardProgress:
+        self.progress.start()
+        self._listen.__enter__()
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._listen.__exit__(typ, err, tb)
+        self.progress.stop()
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    text = str(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
+    """Print ``rows`` (dicts with the same keys) as a table; ``(no rows)`` when empty."""
+    if not rows:
+        console.print(f"{title}: (no rows)")
+        return
+    table = Table(title=title)
+    for col in rows[0]:
+        table.add_column(str(col), justify="right" if isinstance(rows[0][col], int | float) else "left")
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row.values()))
+    console.print(table)

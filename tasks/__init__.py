@@ -1,0 +1,2 @@
+"""The runtime: the driver loop (:mod:`tasks.driver`), Ray actors (:mod:`tasks.runtime`) and thin Prefect
+tasks (:mod:`tasks.prefect_tasks`). Import the Ray and Prefect modules only when they are needed."""

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny synthetic dataset and model, one Ray instance and one Prefect harness per session.
+
+Ray and Prefect are imported inside their fixtures only, so test modules that never request them keep the
+process free of both (several tests check that).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic data in the real ImageNet layout: 6 classes, 6 train images each, 10 val images, 32 px."""
+    from xcore.data import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "shapes", n_train_per_class=6, n_val=10, size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-block, width-4 SmallCNN trained for one epoch (seconds on a CPU)."""
+    from xcore.models import train_model
+
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    train_model(tiny_data, path, epochs=1, arch_kwargs={"width": 4, "blocks": 2}, num_threads=1)
+    return path
+
+
+@pytest.fixture
+def explain_cfg(tiny_data: Path, tiny_model: Path, tmp_path: Path) -> dict[str, Any]:
+    """An explain-job config over the tiny data: 3 shards (4, 4, 2 samples)."""
+    return {"dataset": str(tiny_data), "model": str(tiny_model), "out": str(tmp_path / "runs"),
+            "methods": {"gradient": {}, "gradcam": {"layer": "features"}, "random": {}},
+            "metrics": {"deletion_insertion": {"steps": 8}}, "shard_size": 4, "batch_size": 3}
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """One local Ray instance for the whole session (2 CPUs, no GPU)."""
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 * 1024**2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect server and database for the session (only where a flow really runs)."""
+    from flows import prefect_env
+
+    prefect_env.configure(home=tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -1,0 +1,65 @@
+"""The Ray side: the actor class without Ray, and the full flow on Ray actors against direct xcore calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.dataset as pads
+import pytest
+import torch
+
+import xcore.explain
+import xcore.metrics
+from xcore.io.parquet import decode_heatmap
+from xcore.models import load_checkpoint
+from xcore.pipeline import open_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_shard_actor_plain_class(explain_cfg):
+    from tasks.runtime import ShardActor
+
+    actor = ShardActor("explain", explain_cfg, "cpu", threads=1)
+    job = open_job("explain", explain_cfg)
+    shard = job.shards()[2]
+    summary = actor.process(shard, {"shrink": 1})
+    assert actor.worker.batch_size == 1  # 3 >> 1
+    assert summary["shard_id"] == 2 and summary["samples"] == 2 and summary["ok"] == 6
+    assert job.is_complete(shard) and not job.is_complete(job.shards()[0])
+
+
+def test_ray_flow_matches_direct_xcore(explain_cfg, ray_session, prefect_harness):
+    from flows.explain import explain_dataset
+
+    cfg = {**explain_cfg, "methods": {"gradient": {}, "gradcam": {"layer": "features"}}}
+    summary = explain_dataset(cfg["dataset"], cfg["model"], cfg["methods"], cfg["metrics"],
+                              shard_size=cfg["shard_size"], out=cfg["out"], batch_size=cfg["batch_size"],
+                              executor="ray")
+    assert summary["shards_complete"] == 3 and summary["shards_failed"] == [] and summary["errors"] == 0
+    run = Path(summary["run_dir"])
+    metrics = {(r["sample_id"], r["method"]): r for r in pads.dataset(
+        str(run / "metrics"), format="parquet", partitioning="hive").to_table().to_pylist()}
+    expl = {(r["sample_id"], r["method"]): r for r in pads.dataset(
+        str(run / "explanations"), format="parquet", partitioning="hive").to_table().to_pylist()}
+    assert len(metrics) == len(expl) == 20
+
+    job = open_job("explain", cfg)
+    ds = job.open_dataset()
+    model, _ = load_checkpoint(cfg["model"])
+    for i in range(len(ds)):
+        sample = ds.load(i)
+        x = sample.x[None]
+        with torch.no_grad():
+            target = model(x).argmax(1)
+        for method, params in cfg["methods"].items():
+            maps = xcore.explain.run(method, model, x, target, **params)
+            ref = xcore.metrics.deletion_insertion(model, x, maps, target, steps=8)
+            row, er = metrics[(sample.sample_id, method)], expl[(sample.sample_id, method)]
+            assert row["status"] == "ok" and row["pred"] == int(target)
+            assert row["deletion_auc"] == pytest.approx(float(ref["deletion_auc"][0]), abs=1e-5)
+            assert row["insertion_auc"] == pytest.approx(float(ref["insertion_auc"][0]), abs=1e-5)
+            assert np.allclose(row["insertion_curve"], ref["insertion_curve"][0].numpy(), atol=1e-5)
+            m = maps[0].numpy()
+            assert np.abs(decode_heatmap(er) - m).max() <= 2.0**-10 * np.abs(m).max()

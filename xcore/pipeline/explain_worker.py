@@ -1,0 +1,220 @@
+"""The explain worker: one shard -> explanations, metrics and errors tables, written atomically, then committed.
+
+Per shard: load every sample (a failure is one ``errors`` row, stage ``load``), predict the clean batch (the
+target is the predicted class), then per method explain the batch, check the maps are finite, and compute
+every metric from the full-precision maps. Batch failures fall back to one sample at a time; OOM halves the
+batch (:mod:`xcore.pipeline.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import xcore.explain
+import xcore.metrics
+from xcore.data.base import Dataset
+from xcore.explain.base import resize_to
+from xcore.io.parquet import encode_heatmap
+from xcore.metrics.batching import is_oom
+from xcore.pipeline.base import Shard
+from xcore.pipeline.batching import BatchSize, SampleOOMError, robust_map
+from xcore.pipeline.tables import build_tables
+
+MAX_MESSAGE = 2000
+
+
+@dataclass
+class Item:
+    """One sample of the shard as it moves through the stages."""
+
+    index: int
+    sample_id: str
+    label: int
+    x: Tensor | None = None
+    pred: int | None = None
+    score: float | None = None
+    failed: bool = False
+
+
+@dataclass
+class Outcome:
+    """One sample × method: its full-precision map (None if not finite) and per-sample metric values."""
+
+    map: Tensor | None
+    native_shape: list[int]
+    values: dict[str, Any] = field(default_factory=dict)
+    errors: list[tuple[str, BaseException]] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+
+
+def stable_seed(seed: int, index: int) -> int:
+    """Per-sample seed for seeded methods: independent of batching and sharding."""
+    return (int(seed) * 1_000_003 + int(index)) % (2**31 - 1)
+
+
+class ExplainWorker:
+    """Holds the model on one device; ``process(shard)`` implements ``xcore.pipeline.base.Worker``."""
+
+    def __init__(self, job: Any, model: nn.Module, dataset: Dataset, device: str) -> None:
+        self.job = job
+        self.model = model
+        self.dataset = dataset
+        self.device = device
+        self.batch = BatchSize(job.config["batch_size"])
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch.value
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.batch.value = max(1, int(value))
+
+    def process(self, shard: Shard) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        torch.manual_seed(self.job.config["seed"] + shard.shard_id)
+        self.errors: list[dict[str, Any]] = []
+        self.results: dict[str, list[tuple[Item, Outcome | None]]] = {m: [] for m in self.job.methods}
+        items = [self._load(i) for i in range(shard.start, shard.stop)]
+        live = [it for it in items if not it.failed]
+        pos = 0
+        while pos < len(live):
+            chunk = live[pos : pos + self.batch.value]
+            pos += len(chunk)
+            self._run_chunk(chunk)
+        for it in items:
+            if it.failed:
+                for m in self.job.methods:
+                    self.results[m].append((it, None))
+        tables, counts = build_tables(self.job.layout, shard, self.job.run_key, self._rows(), self.errors,
+                                      self.job.methods, self.job.metrics)
+        summary = {"shard_id": shard.shard_id, "samples": shard.size, **counts,
+                   "errors": len(self.errors), "seconds": round(time.perf_counter() - t0, 3),
+                   "error_examples": [f"{e['sample_id']}: {e['stage']}: {e['message'][:200]}"
+                                      for e in self.errors[:3]]}
+        self.job.layout.write_shard(shard, self.job.run_key, tables, summary)
+        return summary
+
+    # --- stages ---------------------------------------------------------------------------------------
+
+    def _load(self, index: int) -> Item:
+        it = Item(index, str(self.dataset.sample_id(index)), int(self.dataset.label(index)))
+        try:
+            it.x = self.dataset.load(index).x
+        except Exception as err:
+            self._fail(it, "load", None, err)
+        return it
+
+    def _run_chunk(self, chunk: list[Item]) -> None:
+        preds = robust_map(self._predict, chunk, self.batch)
+        for it, res in zip(chunk, preds, strict=True):
+            if isinstance(res, BaseException):
+                self._fail(it, "predict", None, res)
+            else:
+                it.pred, it.score = res
+        live = [it for it in chunk if not it.failed]
+        for method in self.job.methods:
+            outs = robust_map(lambda sub, m=method: self._explain(m, sub), live, self.batch)
+            for it, out in zip(live, outs, strict=True):
+                if isinstance(out, BaseException):
+                    self._error(it, "explain", method, out)
+                    out = None
+                else:
+                    for stage, err in out.errors:
+                        self._error(it, stage, method, err)
+                self.results[method].append((it, out))
+
+    @torch.no_grad()
+    def _predict(self, items: list[Item]) -> list[tuple[int, float]]:
+        x = torch.stack([it.x for it in items]).to(self.device)
+        prob = self.model(x).float().softmax(dim=1)
+        score, pred = prob.max(dim=1)
+        return [(int(p), float(s)) for p, s in zip(pred.tolist(), score.tolist(), strict=True)]
+
+    def _explain(self, method: str, items: list[Item]) -> list[Outcome]:
+        t0 = time.perf_counter()
+        x = torch.stack([it.x for it in items]).to(self.device)
+        targets = torch.tensor([it.pred for it in items], dtype=torch.long)
+        params = dict(self.job.methods[method])
+        if "seeds" in params and params["seeds"] is None:
+            params["seeds"] = [stable_seed(params.get("seed", self.job.config["seed"]), it.index) for it in items]
+        native = xcore.explain.run(method, self.model, x, targets, resize=False, **params)
+        maps = resize_to(native, x.shape[2:]).float()
+        finite = torch.isfinite(maps.flatten(1)).all(dim=1).tolist()
+        outs = [Outcome(maps[i].cpu() if ok else None, list(native.shape[1:]),
+                        errors=[] if ok else [("explain", FloatingPointError("map contains NaN or inf"))])
+                for i, ok in enumerate(finite)]
+        keep = [i for i, ok in enumerate(finite) if ok]
+        if keep:
+            for name, mparams in self.job.metrics.items():
+                self._metric(name, mparams, x[keep], maps[keep], targets[keep], [outs[i] for i in keep],
+                             single=len(items) == 1)
+        per_sample = (time.perf_counter() - t0) * 1000 / len(items)
+        for o in outs:
+            o.elapsed_ms = per_sample
+        return outs
+
+    def _metric(self, name: str, params: dict[str, Any], x: Tensor, maps: Tensor, targets: Tensor,
+                outs: list[Outcome], *, single: bool) -> None:
+        metric = xcore.metrics.METRICS.get(name)
+        try:
+            res = metric.fn(self.model, x, maps, targets, **params)
+        except Exception as err:
+            if not single or isinstance(err, SampleOOMError) or is_oom(err):
+                raise  # let robust_map attribute it sample by sample (or halve the batch)
+            outs[0].errors.append(("metric", err))
+            return
+        for key in metric.per_sample_keys:
+            vals = res[key].detach().cpu()
+            for i, o in enumerate(outs):
+                v = vals[i]
+                if not bool(torch.isfinite(v).all()):
+                    o.errors.append(("metric", FloatingPointError(f"{name}.{key} is NaN or inf")))
+                o.values[key] = v.tolist() if v.ndim else float(v)
+
+    # --- rows -----------------------------------------------------------------------------------------
+
+    def _fail(self, it: Item, stage: str, method: str | None, err: BaseException) -> None:
+        it.failed = True
+        self._error(it, stage, method, err)
+
+    def _error(self, it: Item, stage: str, method: str | None, err: BaseException) -> None:
+        etype = "oom" if isinstance(err, SampleOOMError) else type(err).__name__
+        msg = str(err) or etype
+        if stage != "load" and not isinstance(err, FloatingPointError | SampleOOMError):
+            msg += " | " + "".join(traceback.format_exception_only(err)).strip()
+        self.errors.append({"sample_id": it.sample_id, "index": it.index, "stage": stage, "method": method,
+                            "error_type": etype, "message": msg[:MAX_MESSAGE]})
+
+    def _rows(self) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """Per method: (explanation rows, metric rows), in sample order."""
+        out: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = {}
+        for method, results in self.results.items():
+            params = json.dumps(self.job.methods[method], sort_keys=True, default=str)
+            expl, mets = [], []
+            for it, o in sorted(results, key=lambda r: r[0].index):
+                base = {"sample_id": it.sample_id, "index": it.index, "label": it.label, "target": it.pred,
+                        "pred": it.pred, "method": method}
+                ok = o is not None and o.map is not None and not o.errors
+                if o is not None and o.map is not None:
+                    expl.append({**base, "score": it.score, "params": params, **encode_heatmap(o.map),
+                                 "native_shape": o.native_shape})
+                mets.append({**base, "pred_score": it.score, **(o.values if o is not None else {}),
+                             "status": "ok" if ok else "error",
+                             "error_type": None if ok else self._first_error(it, method),
+                             "elapsed_ms": o.elapsed_ms if o is not None else None})
+            out[method] = (expl, mets)
+        return out
+
+    def _first_error(self, it: Item, method: str) -> str | None:
+        for e in self.errors:
+            if e["index"] == it.index and e["method"] in (None, method):
+                return f"{e['stage']}:{e['error_type']}"
+        return None

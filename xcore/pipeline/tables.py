@@ -1,0 +1,68 @@
+"""Arrow schemas of the explain job's tables and the assembly of one shard's tables from rows.
+
+Metric columns come from each metric's ``per_sample_keys``: keys ending in ``_curve`` are ``list<float32>``,
+all others ``float64``. Error rows keep them null.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+import xcore.metrics
+from xcore.io.parquet import HEATMAP_FIELDS
+from xcore.io.runs import RunLayout
+from xcore.pipeline.base import Shard
+
+_ID = [pa.field("sample_id", pa.string()), pa.field("index", pa.int64()), pa.field("label", pa.int64()),
+       pa.field("target", pa.int64()), pa.field("pred", pa.int64())]
+
+EXPLANATIONS = pa.schema([*_ID, pa.field("score", pa.float64()), pa.field("method", pa.string()),
+                          pa.field("params", pa.string()), *HEATMAP_FIELDS,
+                          pa.field("native_shape", pa.list_(pa.int32())), pa.field("run_key", pa.string())])
+
+METRICS_HEAD = [*_ID, pa.field("pred_score", pa.float64()), pa.field("method", pa.string())]
+METRICS_TAIL = [pa.field("status", pa.string()), pa.field("error_type", pa.string()),
+                pa.field("elapsed_ms", pa.float64()), pa.field("run_key", pa.string())]
+
+ERRORS = pa.schema([pa.field("sample_id", pa.string()), pa.field("index", pa.int64()),
+                    pa.field("stage", pa.string()), pa.field("method", pa.string()),
+                    pa.field("error_type", pa.string()), pa.field("message", pa.string()),
+                    pa.field("run_key", pa.string())])
+
+
+def metric_fields(metrics: dict[str, Any]) -> list[pa.Field]:
+    """One column per per-sample key of every configured metric, in configuration order."""
+    fields: list[pa.Field] = []
+    for name in metrics:
+        for key in xcore.metrics.METRICS.get(name).per_sample_keys:
+            fields.append(pa.field(key, pa.list_(pa.float32()) if key.endswith("_curve") else pa.float64()))
+    return fields
+
+
+def metrics_schema(metrics: dict[str, Any]) -> pa.Schema:
+    return pa.schema([*METRICS_HEAD, *metric_fields(metrics), *METRICS_TAIL])
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema, key: str) -> pa.Table:
+    return pa.Table.from_pylist([{**r, "run_key": key} for r in rows], schema=schema)
+
+
+def build_tables(layout: RunLayout, shard: Shard, key: str,
+                 rows: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]],
+                 errors: list[dict[str, Any]], methods: dict[str, Any],
+                 metrics: dict[str, Any]) -> tuple[dict[Path, pa.Table], dict[str, int]]:
+    """Every file of ``shard``: explanations and metrics per method, then errors (possibly empty)."""
+    mschema = metrics_schema(metrics)
+    tables: dict[Path, pa.Table] = {}
+    ok = failed = 0
+    for method in methods:
+        expl, mets = rows[method]
+        tables[layout.table_path("explanations", shard, method)] = _table(expl, EXPLANATIONS, key)
+        tables[layout.table_path("metrics", shard, method)] = _table(mets, mschema, key)
+        ok += sum(r["status"] == "ok" for r in mets)
+        failed += sum(r["status"] != "ok" for r in mets)
+    tables[layout.table_path("errors", shard)] = _table(errors, ERRORS, key)
+    return tables, {"ok": ok, "failed": failed}
