@@ -1,9 +1,12 @@
 """A seeded synthetic dataset with known ground truth, written in the real ImageNet (Kaggle CLS-LOC) layout.
 
 Every image holds one label-deciding object whose *shape* decides the class (disc, square, triangle, cross,
-star, ring), drawn over a textured background on top of 1-3 distractors whose kinds are never class shapes
-(thin lines, small dots, thin elongated ellipses). The box and the binary mask of the label-deciding object
-are exact, so explanation metrics can be checked against a known answer.
+star, ring), drawn in a saturated colour over a textured background, on top of 1-3 distractors that never decide the
+label: thin lines, small dots, thin elongated ellipses, and *decoys* — class shapes in desaturated (greyish)
+colours. Decoys make the model read the shape of the saturated object only, so deleting the object (painting
+it the mean colour, as deletion metrics do) really removes the evidence instead of leaving a grey silhouette
+of the same shape. The box and the binary mask of the label-deciding object are exact, so explanation metrics
+can be checked against a known answer.
 
 Layout written by :func:`generate` (ImageNet val conventions: reference notes, formats.md section 6)::
 
@@ -13,6 +16,7 @@ Layout written by :func:`generate` (ImageNet val conventions: reference notes, f
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import os
@@ -94,12 +98,16 @@ def _cross(cx: float, cy: float, r: float, angle: float) -> list[Point]:
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float,
-                fill: int | tuple[int, int, int]) -> None:
+                fill: int | tuple[int, int, int], hole: int | None = 0) -> None:
+    """Draw ``shape``; a ring's hole is filled with ``hole`` (0 on a mask) or left undrawn (``None``)."""
     if shape in ("disc", "ring"):
+        if shape == "ring" and hole is None:
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fill, width=max(1, round(0.45 * r)))
+            return
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
         if shape == "ring":
             ri = 0.55 * r
-            draw.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=0)
+            draw.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=hole)
     elif shape == "square":
         draw.polygon(_rotated(cx, cy, [r] * 4, angle), fill=fill)
     elif shape == "triangle":
@@ -112,13 +120,25 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(shape)
 
 
+def _hsv(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]) -> np.ndarray:
+    """A random RGB colour (0-255) with saturation and value drawn from the given ranges."""
+    h, sv, v = rng.uniform(0, 1), rng.uniform(*sat), rng.uniform(*val)
+    rgb = colorsys.hsv_to_rgb(h, sv, v)
+    return np.array([round(255 * c) for c in rgb])
+
+
 def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
-    """A line, a small dot or a thin ellipse: never a class shape (too thin or too small)."""
+    """A line, a small dot, a thin ellipse, or a decoy: a class shape in a desaturated colour."""
     color = tuple(int(v) for v in rng.integers(0, 256, 3))
     unit = size / 112
-    kind = int(rng.integers(3))
+    kind = int(rng.integers(5))
     x, y = rng.uniform(0, size, 2)
-    if kind == 0:
+    if kind >= 3:  # decoy (2 of 5 distractors): shape of any class, greyish, so it never decides the label
+        grey = tuple(int(v) for v in _hsv(rng, (0.0, 0.2), (0.25, 0.85)))
+        r = rng.uniform(0.12, 0.25) * size
+        _draw_shape(draw, SHAPES[int(rng.integers(len(SHAPES)))], x, y, r, rng.uniform(0, 2 * math.pi), grey,
+                    hole=None)
+    elif kind == 0:
         length, theta = rng.uniform(0.2, 0.6) * size, rng.uniform(0, math.pi)
         end = (x + length * math.cos(theta), y + length * math.sin(theta))
         draw.line([(x, y), end], fill=color, width=max(1, round(rng.uniform(1, 2.5) * unit)))
@@ -149,11 +169,11 @@ def render_scene(rng: np.random.Generator, size: int, label: int) -> Scene:
     _draw_shape(ImageDraw.Draw(mask_img), SHAPES[label], cx, cy, r, angle, 255)
     mask = np.asarray(mask_img) > 0
     under = bg[mask].mean(axis=0)
-    color = rng.integers(0, 256, 3)
+    color = _hsv(rng, (0.65, 1.0), (0.6, 1.0))
     for _ in range(32):  # keep the object visible: clear contrast with the background under it
         if np.abs(color - under).sum() >= 150:
             break
-        color = rng.integers(0, 256, 3)
+        color = _hsv(rng, (0.65, 1.0), (0.6, 1.0))
     rgb = (int(color[0]), int(color[1]), int(color[2]))
     canvas.paste(Image.new("RGB", (size, size), rgb), (0, 0), mask_img)
     return Scene(canvas, mask, label, rgb)
