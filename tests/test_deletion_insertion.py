@@ -83,6 +83,13 @@ def test_auc_rule_and_shared_endpoints() -> None:
     assert torch.allclose(r["insertion_curve"][:, 0], p0.detach(), atol=1e-6)
     clean = net(x).softmax(1).amax(1).double().detach()
     assert torch.allclose(r["deletion_curve"][:, 0], clean, atol=1e-6)  # default target = predicted class
+    assert torch.allclose(r["insertion_curve"][:, -1], clean, atol=1e-6)
+    # RISE variant: insertion starts from the blurred image, deletion still ends at zeros
+    v = deletion_insertion(net, x, torch.randn(3, 10, 10), r["target"], insertion_substrate="blur")
+    p_blur = net(rise_blur(x)).softmax(1).gather(1, r["target"][:, None]).squeeze(1).double().detach()
+    assert torch.allclose(v["insertion_curve"][:, 0], p_blur, atol=1e-6)
+    assert torch.allclose(v["deletion_curve"][:, -1], p0.detach(), atol=1e-6)
+    assert not torch.allclose(p_blur, p0.detach(), atol=1e-4)
 
 
 def test_chunked_and_unchunked_give_the_same_curves() -> None:
@@ -125,8 +132,8 @@ def test_rise_blur_kernel_and_zero_padding() -> None:
 
 
 def test_forward_budget_adapts_to_the_device_and_halves_on_oom() -> None:
-    assert forward_batch_size("cpu", 3 * 112 * 112) == 32
-    assert forward_batch_size("cpu", 3 * 224 * 224) == 8
+    assert forward_batch_size("cpu", 3 * 112 * 112) == 16
+    assert forward_batch_size("cpu", 3 * 224 * 224) == 4
     assert forward_batch_size("cpu", 10, requested=5) == 5
     sizes: list[int] = []
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xcore.explain.base import Target, Targets, model_device, model_state, resize_to
-from xcore.metrics.batching import chunked, forward_batch_size
+from xcore.metrics.batching import channels_last, chunked, forward_batch_size
 
 # eclique/RISE blur: outer(k1, k1), k1 = scipy gaussian_filter(σ=5, truncate 4) of an 11-long delta
 _RISE_K1 = (0.08795815, 0.08889612, 0.0904742, 0.09219112, 0.09348939, 0.09398206, 0.09348939, 0.09219112,
@@ -97,21 +97,36 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
     on = torch.stack([sub_del, flat])
     off = torch.stack([flat, sub_ins])
     S1 = steps + 1
-    n_jobs = 2 * B * S1  # job j -> (mode, sample, step) in that nesting order
+    # Unique perturbed inputs per sample, (mode, step): the clean input (deletion 0 = insertion n) is the
+    # forward that finds the class; all-substrate (deletion n) doubles as insertion 0 when the substrates agree.
+    same = (insertion_substrate or substrate) == substrate
+    pairs = [(0, i) for i in range(1, S1)] + [(1, i) for i in range(1, steps)] + ([] if same else [(1, 0)])
+    pair_mode = torch.tensor([m for m, _ in pairs], device=device)
+    pair_step = torch.tensor([i for _, i in pairs], device=device)
+    J = len(pairs)
 
     with model_state(model):
+        size = forward_batch_size(device, C * P, batch_size)
+        layout = channels_last(model, x[:1])
+        logits = chunked(B, size, lambda lo, hi: model(layout(x[lo:hi])).float())
         # explicit class indices, else the predicted class; a callable target has no softmax class: raises
-        classes = model(x).argmax(dim=1) if targets is None else Target.of(targets, B).classes(x.new_empty(B, 1))
+        classes = logits.argmax(dim=1) if targets is None else Target.of(targets, B).classes(logits)
+        clean = logits.softmax(dim=1).gather(1, classes[:, None]).squeeze(1)
 
         def forward(lo: int, hi: int) -> Tensor:
             j = torch.arange(lo, hi, device=device)
-            mode, b, i = j // (B * S1), (j // S1) % B, j % S1
+            b, mode, i = j // J, pair_mode[j % J], pair_step[j % J]
             mask = (rank[b] < counts[i][:, None])[:, None]  # (n, 1, P)
             batch = torch.where(mask, on[mode, b], off[mode, b]).reshape(-1, C, *spatial)
-            return model(batch).float().softmax(dim=1).gather(1, classes[b][:, None]).squeeze(1)
+            return model(layout(batch)).float().softmax(dim=1).gather(1, classes[b][:, None]).squeeze(1)
 
-        size = forward_batch_size(device, C * P, batch_size)
-        scores = chunked(n_jobs, size, forward).reshape(2, B, S1).double().cpu()
+        perturbed = chunked(B * J, size, forward).reshape(B, J)
+    scores = torch.empty(2, B, S1, dtype=torch.float64)
+    scores[0, :, 0] = scores[1, :, steps] = clean.double().cpu()
+    perturbed = perturbed.double().cpu()
+    scores[0, :, 1:] = perturbed[:, :steps]
+    scores[1, :, 1:steps] = perturbed[:, steps : 2 * steps - 1]
+    scores[1, :, 0] = scores[0, :, steps] if same else perturbed[:, -1]
     fractions = counts.double().cpu() / P
     return {
         "deletion_auc": auc(scores[0], fractions),
