@@ -145,3 +145,26 @@ def test_forward_budget_adapts_to_the_device_and_halves_on_oom() -> None:
 
     assert torch.equal(chunked(10, 8, run), torch.arange(10))
     assert sizes[:3] == [8, 4, 2]
+
+
+def test_batchnorm_folding_keeps_the_curves_and_tracks_weight_changes() -> None:
+    from xcore.metrics.inference import folded
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(6, 4)).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    x, maps = torch.randn(4, 3, 12, 12), torch.randn(4, 12, 12)
+    fast = deletion_insertion(net, x, maps)
+    slow = deletion_insertion(net, x, maps, fold_batchnorm=False)
+    for k in ("deletion_curve", "insertion_curve"):
+        assert torch.allclose(fast[k], slow[k], atol=1e-6)
+    copy = folded(net)
+    assert copy is not net and not any(isinstance(m, nn.BatchNorm2d) for m in copy.modules())
+    assert folded(net) is copy  # cached
+    with torch.no_grad():
+        net[0].weight.mul_(2)  # an in-place change invalidates the cached copy
+    assert folded(net) is not copy
+    assert torch.allclose(folded(net)(x), net(x), atol=1e-5)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from xcore.io import parquet as xpq
+from xcore.io.atomic import temp_name
 from xcore.io.parquet import clean_stale_temps, decode_heatmap, encode_heatmap, read_footer, write_atomic
 from xcore.io.runs import RunLayout, run_key
 from xcore.pipeline.base import Shard
@@ -56,7 +57,7 @@ def test_write_atomic_footer_and_no_partial_file(tmp_path, monkeypatch):
 def test_temp_files_invisible_to_readers_and_cleaned(tmp_path):
     part = tmp_path / "metrics" / "method=a"
     write_atomic(_table(2), part / "shard-000000.parquet", run_key="k", shard_id=0)
-    stale = xpq.temp_name(part / "shard-000001.parquet")  # what a killed writer leaves behind
+    stale = temp_name(part / "shard-000001.parquet")  # what a killed writer leaves behind
     pq.write_table(_table(7), stale)
     foreign = part / ".keep-me"
     foreign.write_text("not ours")

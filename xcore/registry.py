@@ -46,3 +46,21 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+
+def keyword_defaults(fn: Callable[..., object]) -> dict[str, object]:
+    """The keyword-only parameters of ``fn`` with their defaults: a method's or metric's published defaults."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def merge_params(kind: str, name: str, defaults: dict[str, object], overrides: dict[str, object]) -> dict:
+    """``defaults`` updated with ``overrides``; a ``UsageError`` names any parameter ``name`` does not take."""
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        from xcore.errors import UsageError
+
+        raise UsageError(f"{kind} {name!r} has no parameter(s) {sorted(unknown)}; it takes {sorted(defaults)}")
+    return {**defaults, **overrides}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from xcore.errors import UnknownLayerError, UsageError
-from xcore.registry import Registry
+from xcore.registry import Registry, keyword_defaults, merge_params
 
 TargetFn = Callable[[Tensor], Tensor]
 TargetLike = int | TargetFn
@@ -181,11 +180,8 @@ class Method:
     uses_layer: bool = False
 
     def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(overrides) - set(self.defaults)
-        if unknown:
-            raise UsageError(f"method {self.name!r} has no parameter(s) {sorted(unknown)}; "
-                             f"it takes {sorted(self.defaults)}")
-        return {**self.defaults, **overrides}
+        """The full parameters: the published defaults updated with ``overrides`` (unknown names raise)."""
+        return merge_params("method", self.name, self.defaults, overrides)
 
 
 METHODS: Registry[Method] = Registry("explanation method")
@@ -195,9 +191,7 @@ def register(name: str) -> Callable[[ExplainFn], ExplainFn]:
     """Register ``fn`` under ``name``; its keyword-only defaults become the recorded parameters."""
 
     def deco(fn: ExplainFn) -> ExplainFn:
-        sig = inspect.signature(fn)
-        defaults = {k: p.default for k, p in sig.parameters.items()
-                    if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        defaults = keyword_defaults(fn)
         METHODS.add(name, Method(name, fn, defaults, uses_layer="layer" in defaults))
         return fn
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import xcore
+from xcore.io.atomic import atomic_open
 
 SCHEMA_VERSION = 1
 COMPRESSION = "zstd"
@@ -36,20 +36,6 @@ HEATMAP_FIELDS = [
     pa.field("shape", pa.list_(pa.int32())),
     pa.field("dtype", pa.string()),
 ]
-
-
-def temp_name(final: Path) -> Path:
-    """The hidden temp path next to ``final`` used while writing it."""
-    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every platform / filesystem
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_atomic(table: pa.Table, path: Path | str, *, run_key: str, shard_id: int,
@@ -66,18 +52,8 @@ def write_atomic(table: pa.Table, path: Path | str, *, run_key: str, shard_id: i
               "schema_version": str(SCHEMA_VERSION), "xcore_version": xcore.__version__, **(extra or {})}
     meta.update({k.encode(): str(v).encode() for k, v in footer.items()})
     table = table.replace_schema_metadata(meta)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(table, fh, compression=COMPRESSION, row_group_size=row_group_size)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path, "wb") as fh:
+        pq.write_table(table, fh, compression=COMPRESSION, row_group_size=row_group_size)
     return path
 
 

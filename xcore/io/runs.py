@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Mapping
@@ -29,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xcore
-from xcore.io.parquet import SCHEMA_VERSION, read_footer, temp_name, write_atomic
+from xcore.io.atomic import atomic_open
+from xcore.io.parquet import SCHEMA_VERSION, read_footer, write_atomic
 
 if TYPE_CHECKING:  # runtime import would cycle through xcore.pipeline's job registration
     import pyarrow as pa
@@ -49,19 +49,9 @@ def run_key(parts: Mapping[str, Any], length: int = 16) -> str:
 def write_json_atomic(path: Path | str, obj: Any) -> Path:
     """Write ``obj`` as indented JSON via a hidden temp file, fsync and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    with atomic_open(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
     return path
 
 

@@ -6,14 +6,12 @@ batch dim (scalars become columns, 1-D curves become list columns of the ``metri
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from xcore.errors import UsageError
 from xcore.metrics.deletion_insertion import auc, deletion_insertion
-from xcore.registry import Registry
+from xcore.registry import Registry, keyword_defaults, merge_params
 
 __all__ = ["METRICS", "Metric", "auc", "available", "deletion_insertion", "validate"]
 
@@ -26,21 +24,13 @@ class Metric:
     per_sample_keys: tuple[str, ...] = ()
 
     def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(overrides) - set(self.defaults)
-        if unknown:
-            raise UsageError(f"metric {self.name!r} has no parameter(s) {sorted(unknown)}; "
-                             f"it takes {sorted(self.defaults)}")
-        return {**self.defaults, **overrides}
-
-
-def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        """The full parameters: defaults updated with ``overrides`` (unknown names raise ``UsageError``)."""
+        return merge_params("metric", self.name, self.defaults, overrides)
 
 
 METRICS: Registry[Metric] = Registry("metric")
 METRICS.add("deletion_insertion", Metric(
-    "deletion_insertion", deletion_insertion, _defaults(deletion_insertion),
+    "deletion_insertion", deletion_insertion, keyword_defaults(deletion_insertion),
     ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")))
 
 

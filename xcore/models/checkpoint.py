@@ -6,8 +6,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ import torch
 from torch import nn
 
 from xcore.errors import UsageError
+from xcore.io.atomic import atomic_open
 from xcore.models.zoo import build_model, load_weights
 
 REQUIRED_META = ("arch", "num_classes")
@@ -22,17 +21,8 @@ REQUIRED_META = ("arch", "num_classes")
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a hidden temp file in ``path``'s folder, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
 
 
 def meta_path(path: Path | str) -> Path:
