@@ -32,17 +32,17 @@ def forward_batch_size(device: torch.device | str, sample_numel: int, requested:
     return max(1, min(MAX_BATCH, budget // max(1, sample_numel)))
 
 
-def channels_last(model: Callable[[Tensor], Tensor], probe: Tensor) -> Callable[[Tensor], Tensor]:
-    """The input layout for batched forwards: channels-last for 4-D inputs, which oneDNN convolutions and
-    pooling run about twice as fast on a CPU, unless the model rejects it (e.g. ``.view`` on its input);
-    otherwise the identity. Only the input's memory layout changes, never the model or the values."""
+def accepts_channels_last(model: Callable[[Tensor], Tensor], probe: Tensor) -> bool:
+    """Whether to feed ``model`` channels-last inputs: yes for 4-D inputs, which oneDNN convolutions and
+    pooling run about twice as fast on a CPU, unless the model rejects them (e.g. ``.view`` on its input).
+    Only the memory layout changes, never the values."""
     if probe.ndim != 4:
-        return lambda t: t
+        return False
     try:
         model(probe.contiguous(memory_format=torch.channels_last))
     except RuntimeError:
-        return lambda t: t
-    return lambda t: t.contiguous(memory_format=torch.channels_last)
+        return False
+    return True
 
 
 def is_oom(err: BaseException) -> bool:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xcore.explain.base import Target, Targets, model_device, model_state, resize_to
-from xcore.metrics.batching import channels_last, chunked, forward_batch_size
+from xcore.metrics.batching import accepts_channels_last, chunked, forward_batch_size
 from xcore.metrics.inference import folded, same_function
 
 # eclique/RISE blur: outer(k1, k1), k1 = scipy gaussian_filter(σ=5, truncate 4) of an 11-long delta
@@ -92,9 +92,13 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
     P = maps.shape[1]
     counts = step_counts(P, steps).to(device)
     rank = ranks(maps)
-    flat = x.reshape(B, C, P)
-    sub_del = substrate_of(x, substrate).reshape(B, C, P)
-    sub_ins = substrate_of(x, insertion_substrate or substrate).reshape(B, C, P)
+
+    def locations_first(t: Tensor) -> Tensor:  # (B, C, *S) -> (B, P, C): perturbed batches come out channels-last
+        return t.reshape(B, C, P).transpose(1, 2).contiguous()
+
+    flat = locations_first(x)
+    sub_del = locations_first(substrate_of(x, substrate))
+    sub_ins = locations_first(substrate_of(x, insertion_substrate or substrate))
     # values where the mask is on / off: deletion (sub, x), insertion (x, sub)
     on = torch.stack([sub_del, flat])
     off = torch.stack([flat, sub_ins])
@@ -112,8 +116,13 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
             fast = folded(model)
             model = fast if fast is model or same_function(fast, model, x[:1]) else model
         size = forward_batch_size(device, C * P, batch_size)
-        layout = channels_last(model, x[:1])
-        logits = chunked(B, size, lambda lo, hi: model(layout(x[lo:hi])).float())
+        keep_layout = accepts_channels_last(model, x[:1])
+
+        def as_input(t: Tensor) -> Tensor:  # (n, P, C) -> (n, C, *S), channels-last strides where accepted
+            t = t.reshape(-1, *spatial, C).movedim(-1, 1)
+            return t if keep_layout else t.contiguous()
+
+        logits = chunked(B, size, lambda lo, hi: model(as_input(flat[lo:hi])).float())
         # explicit class indices, else the predicted class; a callable target has no softmax class: raises
         classes = logits.argmax(dim=1) if targets is None else Target.of(targets, B).classes(logits)
         clean = logits.softmax(dim=1).gather(1, classes[:, None]).squeeze(1)
@@ -121,9 +130,9 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
         def forward(lo: int, hi: int) -> Tensor:
             j = torch.arange(lo, hi, device=device)
             b, mode, i = j // J, pair_mode[j % J], pair_step[j % J]
-            mask = (rank[b] < counts[i][:, None])[:, None]  # (n, 1, P)
-            batch = torch.where(mask, on[mode, b], off[mode, b]).reshape(-1, C, *spatial)
-            return model(layout(batch)).float().softmax(dim=1).gather(1, classes[b][:, None]).squeeze(1)
+            mask = (rank[b] < counts[i][:, None])[:, :, None]  # (n, P, 1)
+            batch = as_input(torch.where(mask, on[mode, b], off[mode, b]))
+            return model(batch).float().softmax(dim=1).gather(1, classes[b][:, None]).squeeze(1)
 
         perturbed = chunked(B * J, size, forward).reshape(B, J)
     scores = torch.empty(2, B, S1, dtype=torch.float64)
