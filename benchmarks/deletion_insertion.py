@@ -30,34 +30,37 @@ def _inputs(x: Tensor, rank: Tensor, k: int, delete: bool) -> Tensor:
 
 
 @torch.no_grad()
-def per_step_loop(model: nn.Module, x: Tensor, maps: Tensor, steps: int = 28) -> Tensor:
-    """(a) RISE reference structure: one forward of one perturbed image per step; returns AUCs (2, B)."""
+def per_image(model: nn.Module, x: Tensor, maps: Tensor, curves: Callable[..., Tensor], steps: int = 28) -> Tensor:
+    """Loop over images: rank, class, then ``curves(xb, rank, c, counts)`` gives its (2, steps+1) scores.
+    Returns the AUCs (2, B)."""
     P = maps[0].numel()
     counts = step_counts(P, steps)
     out = torch.empty(2, x.shape[0], steps + 1, dtype=torch.float64)
     for b in range(x.shape[0]):
         xb = x[b : b + 1]
         rank = ranks(maps[b : b + 1].reshape(1, -1)).reshape(maps.shape[1:])
-        c = model(xb).argmax(1)
-        for m, delete in enumerate((True, False)):
-            for i, k in enumerate(counts.tolist()):
-                out[m, b, i] = model(_inputs(xb, rank, k, delete)).softmax(1)[0, c].item()
+        out[:, b] = curves(xb, rank, model(xb).argmax(1), counts.tolist()).double().cpu()
     return auc(out, counts.double() / P)
 
 
-@torch.no_grad()
-def per_image_batched(model: nn.Module, x: Tensor, maps: Tensor, steps: int = 28) -> Tensor:
-    """(b) per-image loop, one forward over that image's 2 × (steps + 1) inputs; returns AUCs (2, B)."""
-    P = maps[0].numel()
-    counts = step_counts(P, steps)
-    out = torch.empty(2, x.shape[0], steps + 1, dtype=torch.float64)
-    for b in range(x.shape[0]):
-        xb = x[b : b + 1]
-        rank = ranks(maps[b : b + 1].reshape(1, -1)).reshape(maps.shape[1:])
-        c = model(xb).argmax(1)
-        batch = torch.cat([_inputs(xb, rank, k, d) for d in (True, False) for k in counts.tolist()])
-        out[:, b] = model(batch).softmax(1)[:, c].reshape(2, steps + 1).double().cpu()
-    return auc(out, counts.double() / P)
+def per_step_loop(model: nn.Module, x: Tensor, maps: Tensor) -> Tensor:
+    """(a) RISE reference structure: one forward of one perturbed image per step."""
+
+    def curves(xb: Tensor, rank: Tensor, c: Tensor, counts: list[int]) -> Tensor:
+        return torch.tensor([[model(_inputs(xb, rank, k, delete)).softmax(1)[0, c].item() for k in counts]
+                             for delete in (True, False)])
+
+    return per_image(model, x, maps, curves)
+
+
+def per_image_batched(model: nn.Module, x: Tensor, maps: Tensor) -> Tensor:
+    """(b) per-image loop, one forward over that image's 2 × (steps + 1) inputs."""
+
+    def curves(xb: Tensor, rank: Tensor, c: Tensor, counts: list[int]) -> Tensor:
+        batch = torch.cat([_inputs(xb, rank, k, d) for d in (True, False) for k in counts])
+        return model(batch).softmax(1)[:, c].reshape(2, len(counts))
+
+    return per_image(model, x, maps, curves)
 
 
 def quantus_deletion(model: nn.Module, x: Tensor, maps: Tensor, steps: int = 28) -> np.ndarray | None:
