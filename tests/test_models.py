@@ -145,3 +145,30 @@ def test_train_one_short_epoch(tmp_path: Path) -> None:
     assert meta["class_names"][0].startswith("disc")
     model, saved = load_checkpoint(tmp_path / "m.pt")
     assert saved["val_accuracy"] == meta["val_accuracy"] and isinstance(model, SmallCNN)
+
+
+def test_torchvision_weight_files_load_without_a_sidecar(tmp_path: Path) -> None:
+    """torchvision's file names identify arch and preprocessing; its legacy key names are fixed on load."""
+    from xcore.models import build_model, load_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model("densenet121", 1000)
+    # torchvision's published DenseNet file uses pre-0.3 names: "norm.1" for "norm1", "conv.2" for "conv2"
+    legacy = {k.replace("norm1", "norm.1").replace("conv2", "conv.2"): v for k, v in net.state_dict().items()
+              if not k.endswith("num_batches_tracked")}  # and it predates num_batches_tracked
+    assert any(".norm.1." in k for k in legacy)
+    path = tmp_path / "densenet121-a639ec97.pth"
+    torch.save(legacy, path)
+    model, meta = load_checkpoint(path)
+    assert meta["arch"] == "densenet121" and meta["input_size"] == 224 and meta["resize"] == 256
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net.eval()(x), atol=1e-5)
+    inc = build_model("inception_v3", 1000)
+    state = {**inc.state_dict(), "AuxLogits.fc.weight": torch.zeros(1000, 768)}
+    torch.save(state, tmp_path / "inception_v3_google-0cc3c7bd.pth")
+    model, meta = load_checkpoint(tmp_path / "inception_v3_google-0cc3c7bd.pth")
+    assert meta["input_size"] == 299 and torch.equal(model.fc.weight, inc.fc.weight)
+    with pytest.raises(UsageError, match=r"metadata .* does not exist"):
+        torch.save(state, tmp_path / "mystery.pth")
+        load_checkpoint(tmp_path / "mystery.pth")

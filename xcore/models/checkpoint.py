@@ -55,13 +55,37 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: dict[str, Any]) ->
     return path
 
 
+# torchvision's published ImageNet weight files (``resnet50-0676ba61.pth``, ...): their metadata is known
+TORCHVISION_FILES = {"vgg16": "vgg16-", "resnet18": "resnet18-", "resnet50": "resnet50-",
+                     "densenet121": "densenet121-", "inception_v3": "inception_v3_google-"}
+
+
+def torchvision_meta(path: Path) -> dict[str, Any] | None:
+    """Metadata of a torchvision ImageNet weight file named as torchvision names it, else ``None``.
+
+    ImageNet-1k class order (sorted WNIDs), 224² inputs resized from 256 (299 from 342 for Inception v3),
+    ImageNet mean / std — torchvision's ``IMAGENET1K_V1`` transforms.
+    """
+    for arch, prefix in TORCHVISION_FILES.items():
+        if path.name.startswith(prefix):
+            size, resize = (299, 342) if arch == "inception_v3" else (224, 256)
+            return {"arch": arch, "num_classes": 1000, "input_size": size, "resize": resize,
+                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "source": "torchvision"}
+    return None
+
+
 def read_meta(path: Path | str) -> dict[str, Any]:
-    """The metadata of the checkpoint at ``path`` (UsageError, one line, when missing or invalid)."""
+    """The metadata of the checkpoint at ``path``: its JSON sidecar, or torchvision's for a torchvision
+    weight file; UsageError (one line) when missing or invalid."""
     mpath = meta_path(path)
     try:
         meta = json.loads(mpath.read_text())
     except FileNotFoundError:
-        raise UsageError(f"checkpoint metadata {mpath} does not exist") from None
+        known = torchvision_meta(Path(path))
+        if known is not None:
+            return known
+        raise UsageError(f"checkpoint metadata {mpath} does not exist (write it with the arch, num_classes, "
+                         "input_size, mean and std keys; torchvision weight files need none)") from None
     except (OSError, ValueError) as err:
         raise UsageError(f"checkpoint metadata {mpath} is unreadable: {err}") from None
     if not isinstance(meta, dict) or any(k not in meta for k in REQUIRED_META):

@@ -6,6 +6,7 @@ from :func:`load_weights` (always ``torch.load(..., weights_only=True)``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,30 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
 
 
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+def torchvision_compat(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Key fixes for torchvision's published weight files, as torchvision itself applies them: DenseNet's
+    pre-0.3 ``norm.1`` names become ``norm1``; Inception v3's auxiliary head is dropped when the model has none."""
+    out = {}
+    for key, value in state.items():
+        m = _OLD_DENSENET_KEY.match(key)
+        if m and key not in own:
+            key = m.group(1) + m.group(2)
+        if key.startswith("AuxLogits.") and key not in own:
+            continue
+        out[key] = value
+    return out
+
+
 def load_weights(model: nn.Module, path: Path | str) -> nn.Module:
     """Load the state dict at ``path`` into ``model`` (strict); mismatched keys or shapes raise UsageError."""
-    state = read_state_dict(path)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    state = torchvision_compat(read_state_dict(path), own)
+    # BatchNorm fills a missing ``num_batches_tracked`` itself (older files, e.g. torchvision's, have none)
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or shapes:
