@@ -63,3 +63,25 @@ def test_ray_flow_matches_direct_xcore(explain_cfg, ray_session, prefect_harness
             assert np.allclose(row["insertion_curve"], ref["insertion_curve"][0].numpy(), atol=1e-5)
             m = maps[0].numpy()
             assert np.abs(decode_heatmap(er) - m).max() <= 2.0**-10 * np.abs(m).max()
+
+
+def test_a_dead_ray_actor_is_replaced_and_its_shard_rerun(ray_session, tmp_path):
+    """A real actor process dies mid-shard (os._exit): Ray reports it, the driver replaces the actor and
+    reruns only that shard; every shard ends complete, none failed."""
+    from tasks.driver import dispatch, make_executor, plan
+
+    cfg = {"out": str(tmp_path / "crash"), "n": 4, "crash": [1]}
+    job = open_job("tests.crashjob:CrashJob", cfg)
+    todo, done = plan(job)
+    assert len(todo) == 4 and not done
+    executor = make_executor(job, "ray", actors=1)
+    try:
+        summaries, failed = dispatch(job, todo, executor, max_attempts=3, backoff=0.0)
+    finally:
+        executor.close()
+    assert failed == [] and sorted(s["shard_id"] for s in summaries) == [0, 1, 2, 3]
+    assert all(job.is_complete(s) for s in job.shards())
+    crashed_pid = int((tmp_path / "crash" / "attempted-1").read_text())
+    by_shard = {s["shard_id"]: s["pid"] for s in summaries}
+    assert by_shard[1] != crashed_pid  # shard 1 finished in a new actor process
+    assert job.reduce(summaries, failed) == {"done": [0, 1, 2, 3], "failed": []}

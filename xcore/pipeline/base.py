@@ -13,10 +13,12 @@ boundaries.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from xcore.errors import UsageError
 from xcore.registry import Registry
 
 
@@ -75,5 +77,17 @@ JOBS: Registry[JobFactory] = Registry("job kind")
 
 
 def open_job(kind: str, config: dict[str, Any]) -> Job:
-    """Build the driver-side job of ``kind`` from a plain config dict (validates; raises UsageError)."""
+    """Build the driver-side job of ``kind`` from a plain config dict (validates; raises UsageError).
+
+    ``kind`` is a name in :data:`JOBS` or a plug-in ``"package.module:factory"``, imported on demand — in the
+    driver and again in every actor, so the module must be importable there (installed, or under the
+    driver's working directory, which Ray puts on its local workers' ``sys.path``).
+    """
+    if kind not in JOBS and ":" in kind:
+        module, _, attr = kind.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise UsageError(f"cannot load job kind {kind!r}: {err}") from None
+        return factory(config)
     return JOBS.get(kind)(config)
