@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from xcore.explain import baselines, gradcam, gradient, guided_backprop  # noqa: F401  (registration)
 from xcore.explain.base import (
     METHODS,
     Method,
@@ -24,6 +25,10 @@ from xcore.explain.base import (
 )
 
 __all__ = ["METHODS", "Method", "Target", "available", "run", "validate"]
+
+# every module of this package registers its method(s) on import: adding a method = adding one module
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")
 
 
 def available() -> list[str]:
