@@ -75,6 +75,25 @@ class Target:
         """True when every sample targets a class index (possibly the predicted one)."""
         return self._batch_fn is None and self._fns is None
 
+    @property
+    def resolved(self) -> bool:
+        """False only for a predicted-class target whose classes no forward has fixed yet."""
+        return not (self.is_class and self._classes is None)
+
+    def tile(self, k: int) -> Target:
+        """This target for the batch tiled ``k`` times along dim 0 (row ``j·B + i`` is sample ``i``).
+
+        A predicted-class target must be :attr:`resolved` first (on the clean input), else the tiled batch's
+        first forward would fix the classes from perturbed copies.
+        """
+        if not self.resolved:
+            raise ValueError("resolve the predicted classes on the clean input before tiling the target")
+        batch_fn = self._batch_fn
+        if batch_fn is not None:
+            return Target(None, None, lambda out: torch.cat([batch_fn(o).reshape(-1) for o in out.chunk(k)]))
+        assert self._classes is not None
+        return Target(self._classes.repeat(k), None if self._fns is None else self._fns * k, None)
+
     def classes(self, output: Tensor) -> Tensor:
         """Class indices (B,) on ``output``'s device; the predicted class where none was given."""
         if not self.is_class:

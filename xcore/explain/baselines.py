@@ -26,6 +26,17 @@ def distance_map(points: Tensor, shape: Sequence[int]) -> Tensor:
     return 1 - d / dmax.reshape(-1, *([1] * len(shape)))
 
 
+def generators(batch: int, seed: int, seeds: Sequence[int] | None) -> list[torch.Generator]:
+    """One CPU generator per sample: ``Generator(seeds[i])`` when given, else one ``Generator(seed)`` shared
+    (drawn from in sample order)."""
+    if seeds is not None:
+        if len(seeds) != batch:
+            raise ValueError(f"got {len(seeds)} seeds for a batch of {batch}")
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+    g = torch.Generator().manual_seed(int(seed))
+    return [g] * batch
+
+
 @register("centre")
 def centre(model: nn.Module, x: Tensor, target: Target) -> Tensor:
     """Distance-to-centre baseline; the centre of an n-long axis is (n − 1)/2."""
@@ -39,12 +50,6 @@ def random(model: nn.Module, x: Tensor, target: Target, *, seed: int = 0,
            seeds: Sequence[int] | None = None) -> Tensor:
     """Distance to a uniformly drawn location (one per sample)."""
     shape = x.shape[2:]
-    if seeds is not None:
-        if len(seeds) != x.shape[0]:
-            raise ValueError(f"got {len(seeds)} seeds for a batch of {x.shape[0]}")
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    else:
-        g = torch.Generator().manual_seed(int(seed))
-        gens = [g] * x.shape[0]
+    gens = generators(x.shape[0], seed, seeds)
     pts = torch.stack([torch.stack([torch.randint(n, (), generator=gen) for n in shape]) for gen in gens])
     return distance_map(pts.to(device=x.device, dtype=torch.float32), shape)

@@ -1,0 +1,40 @@
+"""SmoothGrad (methods.md §1; thesis §2.2.2.1; Smilkov et al. 2017).
+
+``SG = reduce_c((1/n) Σ_i ∂s/∂x (x + ε_i))``, ``ε_i = σ z_i``, ``z_i ~ N(0, I)``, ``σ = sigma · (max x − min x)``
+per sample (project defaults, unverified: sigma = 0.15, n = 25). ``s`` is the target logit (``softmax=True``:
+``softmax(y)_c``). The draws ``z_i`` (n, C, *S) come from ``torch.Generator().manual_seed(seed)`` on the CPU and
+are shared by every sample of the batch (so a sample's map does not depend on its batch); ``noise`` supplies
+them explicitly, either (n, C, *S) or per sample (n, B, C, *S). The noisy copies are batched.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from xcore.explain.base import Target, reduce_channels, register
+from xcore.explain.tiling import resolve, spans, tiled_gradient
+
+
+@register("smoothgrad")
+def smoothgrad(model: nn.Module, x: Tensor, target: Target, *, samples: int = 25, sigma: float = 0.15,
+               seed: int = 0, noise: Tensor | None = None, reduce: str = "max_abs", softmax: bool = False,
+               batch_size: int = 32) -> Tensor:
+    """Mean gradient over ``samples`` noisy copies, reduced over channels; ``noise`` = standard-normal draws."""
+    x = x.detach()
+    if noise is None:
+        gen = torch.Generator().manual_seed(int(seed))
+        noise = torch.randn((int(samples), *x.shape[1:]), generator=gen)
+    n = noise.shape[0]
+    if tuple(noise.shape[1:]) not in (tuple(x.shape), tuple(x.shape[1:])):
+        raise ValueError(f"noise of shape {tuple(noise.shape)} does not fit a batch of shape {tuple(x.shape)}")
+    noise = noise.to(device=x.device, dtype=x.dtype)
+    flat = x.flatten(1)
+    std = (sigma * (flat.amax(dim=1) - flat.amin(dim=1))).reshape(-1, *([1] * (x.ndim - 1)))
+    resolve(model, x, target, softmax=softmax)
+    total = torch.zeros_like(x)
+    for start, stop in spans(n, x.shape[0], batch_size):
+        z = noise[start:stop]
+        z = z[:, None] if z.ndim == x.ndim else z  # shared draws broadcast over the batch
+        total += tiled_gradient(model, x[None] + std[None] * z, target, softmax=softmax).sum(0)
+    return reduce_channels(total / n, reduce)
