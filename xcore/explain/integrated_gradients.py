@@ -35,20 +35,27 @@ def baseline_input(x: Tensor, baseline: Baseline) -> Tensor:
     raise UsageError(f"unknown IG baseline {baseline!r}; use 'black', 'white', a number or a tensor")
 
 
-@register("integrated_gradients")
-def integrated_gradients(model: nn.Module, x: Tensor, target: Target, *, steps: int = 100,
-                         baseline: Baseline = "black", reduce: str = "max_abs", softmax: bool = False,
-                         batch_size: int = 32) -> Tensor:
-    """``reduce_c(IG)`` with ``steps`` = m ≥ 2 points; ``batch_size`` = model inputs per forward/backward pass."""
+def ig_channels(model: nn.Module, x: Tensor, target: Target, baseline: Baseline, *, steps: int, batch_size: int,
+                softmax: bool) -> Tensor:
+    """Unreduced IG (shape of ``x``): ``(x − x') ⊙ (1/m) Σ_α ∇s(x' + α(x − x'))``; ``target`` must be resolved."""
     if steps < 2:
         raise UsageError(f"integrated_gradients needs steps >= 2 (both endpoints); got {steps}")
     x = x.detach()
     ref = baseline_input(x, baseline)
     delta = x - ref
     alphas = torch.linspace(0, 1, steps, device=x.device, dtype=x.dtype)
-    resolve(model, x, target, softmax=softmax)
     total = torch.zeros_like(x)
     for start, stop in spans(steps, x.shape[0], batch_size):
         a = alphas[start:stop].reshape(-1, *([1] * x.ndim))
         total += tiled_gradient(model, ref[None] + a * delta[None], target, softmax=softmax).sum(0)
-    return reduce_channels(delta * total / steps, reduce)
+    return delta * total / steps
+
+
+@register("integrated_gradients")
+def integrated_gradients(model: nn.Module, x: Tensor, target: Target, *, steps: int = 100,
+                         baseline: Baseline = "black", reduce: str = "max_abs", softmax: bool = False,
+                         batch_size: int = 32) -> Tensor:
+    """``reduce_c(IG)`` with ``steps`` = m ≥ 2 points; ``batch_size`` = model inputs per forward/backward pass."""
+    resolve(model, x.detach(), target, softmax=softmax)
+    return reduce_channels(ig_channels(model, x, target, baseline, steps=steps, batch_size=batch_size,
+                                       softmax=softmax), reduce)

@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from xcore.errors import UsageError
 from xcore.explain.base import Target, register
-from xcore.explain.integrated_gradients import baseline_input
+from xcore.explain.integrated_gradients import ig_channels
 from xcore.explain.superpixels import denormalise
-from xcore.explain.tiling import resolve, spans, tiled_gradient
+from xcore.explain.tiling import resolve
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8
@@ -116,19 +116,6 @@ def xrai_from_attribution(image: np.ndarray, attribution: np.ndarray, *, area_th
         raise UsageError(f"attribution {attr.shape} does not match the image {image.shape[:2]}")
     masks = felzenszwalb_masks(np.asarray(image, dtype=np.float64))
     return xrai_greedy(attr, masks, area_threshold=area_threshold, min_pixel_diff=min_pixel_diff)[0]
-
-
-def ig_channels(model: nn.Module, x: Tensor, target: Target, ref: Tensor, *, steps: int, batch_size: int,
-                softmax: bool) -> Tensor:
-    """Per-channel integrated gradients (B, C, H, W), same path sum as ``integrated_gradients`` but unreduced."""
-    ref = baseline_input(x, ref)
-    delta = x - ref
-    alphas = torch.linspace(0, 1, steps, device=x.device, dtype=x.dtype)
-    total = torch.zeros_like(x)
-    for start, stop in spans(steps, x.shape[0], batch_size):
-        a = alphas[start:stop].reshape(-1, *([1] * x.ndim))
-        total += tiled_gradient(model, ref[None] + a * delta[None], target, softmax=softmax).sum(0)
-    return delta * total / steps
 
 
 def xrai_attribution(model: nn.Module, x: Tensor, target: Target, *, steps: int = 100, batch_size: int = 32,
