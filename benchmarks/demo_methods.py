@@ -24,6 +24,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "swag_I": ("swag", {"superpixels": "image"}),
     "swag_G": ("swag", {"superpixels": "gradient"}),
     "swag_I+G": ("swag", {"superpixels": "both"}),
+    "lrp_a2b1": ("lrp", {"alpha": 2.0, "beta": 1.0, "bias": True}),
 }
 
 

@@ -148,7 +148,7 @@ def test_forward_budget_adapts_to_the_device_and_halves_on_oom() -> None:
 
 
 def test_batchnorm_folding_keeps_the_curves_and_tracks_weight_changes() -> None:
-    from xcore.metrics.inference import folded
+    from xcore.models.fold import folded
 
     torch.manual_seed(3)
     net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from xcore.explain.base import Target, Targets, model_device, model_state, resize_to
 from xcore.metrics.batching import accepts_channels_last, chunked, forward_batch_size
-from xcore.metrics.inference import folded, same_function
+from xcore.models.fold import folded, same_function
 
 # eclique/RISE blur: outer(k1, k1), k1 = scipy gaussian_filter(σ=5, truncate 4) of an 11-long delta
 _RISE_K1 = (0.08795815, 0.08889612, 0.0904742, 0.09219112, 0.09348939, 0.09398206, 0.09348939, 0.09219112,

@@ -1,4 +1,5 @@
-"""Forward-only copies of a model for perturbation metrics, which run thousands of forwards per sample.
+"""Copies of a model with BatchNorm folded into its convolutions: for perturbation metrics (thousands of
+forwards per sample) and for LRP, whose rules are defined on conv / linear layers, not on BatchNorm.
 
 BatchNorm in eval mode is an affine map, so folding it into the preceding convolution computes the same
 function (up to float rounding, ~1e-8) with one memory-bound pass less per layer — about 1.2–1.6× faster on a
