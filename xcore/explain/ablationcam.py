@@ -5,10 +5,11 @@ and the network re-run from the layer; ``CAM = ReLU(Σ_k α_k A^k)`` at the laye
 The ratio breaks when ``y^c ≤ 0`` (thesis §5.4.4.1: all-negative logits flip or blow up the weights); it is computed
 as defined, without a guard.
 
-"Re-run from the layer" is generic: a forward hook on the layer replaces its output by the ablated cached
-activations while the model is fed the matching (repeated) inputs. Cost: K·B full forwards, ``batch_size`` at a
-time; the part of the network before the layer is recomputed and discarded in every one of them (for ResNet
-``layer4`` most of the FLOPs), since there is no model-independent way to start a forward mid-network.
+"Re-run from the layer" is generic: the layer's ``forward`` is replaced (for the block only) by one returning the
+ablated cached activations while the model is fed the matching (repeated) inputs, so the layer itself is never
+computed in the K·B ablated forwards (as pytorch-grad-cam's swapped-in ablation layer). The modules *before* the
+layer still run, ``batch_size`` at a time, since there is no model-independent way to start a forward
+mid-network.
 
 Zeroing is the paper's ablation. jacobgil/pytorch-grad-cam zeroes too when the activation minimum is 0 (post-ReLU
 layers) but writes ``min − 1e7`` for signed activations; that deviation is not offered.
@@ -30,16 +31,21 @@ from xcore.explain.gradcam import weighted_sum
 
 @contextlib.contextmanager
 def replaced_output(model: nn.Module, layer: str, value: Tensor) -> Iterator[None]:
-    """Within the block, ``model.<layer>`` outputs ``value`` (the first element when it returns a tuple)."""
+    """Within the block, ``model.<layer>`` returns ``value`` without computing anything (its hooks still run)."""
+    module = get_layer(model, layer)
+    own = module.__dict__.get("forward")
 
-    def hook(_m: nn.Module, _inp: Any, out: Any) -> Any:
-        return (value, *out[1:]) if isinstance(out, tuple) else value
+    def forward(*_args: Any, **_kwargs: Any) -> Tensor:
+        return value
 
-    handle = get_layer(model, layer).register_forward_hook(hook)
+    module.forward = forward  # type: ignore[method-assign]
     try:
         yield
     finally:
-        handle.remove()
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
 
 
 def ablation_weights(y: Tensor, ablated: Tensor) -> Tensor:
