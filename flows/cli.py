@@ -1,4 +1,4 @@
-"""The ``xai`` command line: demo, train, run, summary, query.
+"""The ``xai`` command line: demo, train, run, summary, query, analyse.
 
 Configuration is validated (paths, checkpoint, methods, parameters, layers, metrics) before Ray or Prefect
 is imported: a wrong value prints one line on stderr and exits with code 2. A run exits 0 when every shard
@@ -23,6 +23,9 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 console = Console()
 DEMO_METHODS = ("gradient", "guided_backprop", "input_x_gradient", "gradcam", "centre", "random")
 DEMO_MODEL = Path(".xcore/models/smallcnn.pt")
+SKELETON_MODEL = Path(".xcore/models/stgcn.pt")
+SKELETON_METHODS = ("stg_gradcam", "stg_cam", "stg_gradient", "random")
+SKELETON_METRICS = ("deletion_insertion", "node_masking")
 
 
 def fail(err: Exception, code: int = 2) -> typer.Exit:
@@ -55,7 +58,7 @@ def parse_params(methods: list[str], params: list[str]) -> dict[str, dict[str, A
 
 
 def execute(config: dict[str, Any], *, executor: str, max_attempts: int, shard_timeout: float | None,
-            actors: int | None = None) -> int:
+            actors: int | None = None, report: bool = True) -> int:
     """Validate ``config`` (exit 2 on a usage error), run the flow with a progress bar, print the summary."""
     from xcore.pipeline import ExplainJob, explain_config
 
@@ -77,6 +80,8 @@ def execute(config: dict[str, Any], *, executor: str, max_attempts: int, shard_t
                                 shard_timeout=shard_timeout, actors=actors, return_state=True)
     if (Path(job.run_dir) / "metrics").is_dir():
         show_summary(job.run_dir)
+    for path in sorted((Path(job.run_dir) / "analysis").glob("skeleton_*.json")) if report else []:
+        print_report(json.loads(path.read_text()), path)
     if state.is_failed():
         print(f"error: run failed: {' '.join(str(state.message).split())}", file=sys.stderr)
         return 1
@@ -103,7 +108,8 @@ def run(dataset: Path = typer.Option(..., help="dataset root"),
         shard_size: int = typer.Option(256, help="samples per shard (one Parquet file per table)"),
         out: Path = typer.Option(Path("runs"), help="output root; the run goes to OUT/RUN_ID"),
         run_id: str | None = typer.Option(None, help="run directory name (default: the run key)"),
-        split: str = "val", dataset_kind: str = "imagenet",
+        split: str = typer.Option("val", help="split; for NTU a bare part means the checkpoint's benchmark"),
+        dataset_kind: str | None = typer.Option(None, help="imagenet or ntu (default: the checkpoint's)"),
         batch_size: int = typer.Option(16, help="samples per explain batch"),
         device: str | None = None, seed: int = 0,
         executor: str = typer.Option("ray", help="ray (actor pool) or local (in process)"),
@@ -124,47 +130,118 @@ def run(dataset: Path = typer.Option(..., help="dataset root"),
 
 @app.command()
 def train(data: Path | None = typer.Option(None, help="dataset root (default: the synthetic data)"),
-          out: Path = typer.Option(DEMO_MODEL, help="checkpoint path"), epochs: int = 8, seed: int = 0) -> None:
-    """Train the small CNN on a dataset's train split (generates the synthetic data when missing)."""
-    from xcore.data import default_data_root, generate
-
+          out: Path | None = typer.Option(None, help="checkpoint path (default: the demo model of the modality)"),
+          modality: str = typer.Option("image", help="image (small CNN) or skeleton (ST-GCN)"),
+          arch: str | None = None, benchmark: str = typer.Option("xsub", help="skeleton: xsub, xview, ..."),
+          width: float | None = typer.Option(None, help="skeleton: ST-GCN channel multiplier (default 0.125)"),
+          epochs: int | None = None, seed: int = 0) -> None:
+    """Train a model on a dataset's train split (generates the synthetic data when missing)."""
     try:
-        root = data or generate(default_data_root())
-        train_checkpoint(root, out, epochs=epochs, seed=seed)
+        if modality not in ("image", "skeleton"):
+            raise UsageError(f"unknown modality {modality!r}; use image or skeleton")
+        kw: dict[str, Any] = {"seed": seed}
+        if epochs is not None:
+            kw["epochs"] = epochs
+        if arch is not None:
+            kw["arch"] = arch
+        if modality == "skeleton":
+            from xcore.models.train_skeleton import SKELETON_DEFAULTS
+
+            kw.update(benchmark=benchmark, arch_kwargs={**SKELETON_DEFAULTS, **({} if width is None else
+                                                                               {"width": width})})
+        train_checkpoint(modality, data or synthetic_root(modality), out or demo_model(modality), **kw)
     except UsageError as err:
         raise fail(err) from None
 
 
-def train_checkpoint(root: Path, out: Path, **kw: Any) -> dict[str, Any]:
-    """``train_model`` with a per-epoch progress line."""
-    from xcore.models import train_model
+def synthetic_root(modality: str) -> Path:
+    """The embedded default data of ``modality``, generated on first use (seeded, idempotent)."""
+    from xcore.data import default_data_root, default_skeleton_root, generate, generate_skeletons
+
+    return generate_skeletons(default_skeleton_root()) if modality == "skeleton" else generate(default_data_root())
+
+
+def demo_model(modality: str) -> Path:
+    return SKELETON_MODEL if modality == "skeleton" else DEMO_MODEL
+
+
+def train_checkpoint(modality: str, root: Path, out: Path, **kw: Any) -> dict[str, Any]:
+    """``train_model`` / ``train_skeleton`` with a per-epoch progress line."""
+    from xcore.models import train_model, train_skeleton
 
     def progress(info: dict[str, Any]) -> None:
         console.print(f"epoch {info.get('epoch')}/{info.get('epochs')}: loss {info.get('loss', 0):.3f}, "
                       f"val accuracy {info.get('val_accuracy', 0):.3f} ({info.get('seconds', 0):.0f} s)")
 
-    meta = train_model(root, out, progress=progress, **kw)
+    trainer = train_skeleton if modality == "skeleton" else train_model
+    meta = trainer(root, out, progress=progress, **kw)
     console.print(f"saved {out} (val accuracy {meta.get('val_accuracy')})")
     return meta
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path(".xcore/runs"), help="output root"),
+         modality: str = typer.Option("all", help="image, skeleton or all"),
          executor: str = "ray", shard_size: int = 32, batch_size: int = 16) -> None:
-    """Synthetic data -> small CNN -> six methods + deletion/insertion -> summary table."""
-    from xcore.data import default_data_root, generate
+    """Synthetic data -> small models trained here -> explanations + metrics -> summary (and skeleton report)."""
+    modalities = ("image", "skeleton") if modality == "all" else (modality,)
+    code = 0
+    for mod in modalities:
+        try:
+            if mod not in ("image", "skeleton"):
+                raise UsageError(f"unknown modality {mod!r}; use image, skeleton or all")
+            root, model = synthetic_root(mod), demo_model(mod)
+            if not model.is_file():
+                console.print(f"training the {mod} demo model -> {model}")
+                train_checkpoint(mod, root, model)
+        except UsageError as err:
+            raise fail(err) from None
+        methods, metrics = (SKELETON_METHODS, SKELETON_METRICS) if mod == "skeleton" else (DEMO_METHODS,
+                                                                                            ("deletion_insertion",))
+        config = {"dataset": str(root), "model": str(model), "methods": {m: {} for m in methods},
+                  "metrics": {m: {} for m in metrics}, "shard_size": shard_size, "out": str(out),
+                  "batch_size": batch_size}
+        code = max(code, execute(config, executor=executor, max_attempts=3, shard_timeout=None))
+    raise typer.Exit(code)
 
+
+@app.command()
+def analyse(run_dir: Path, method: str = typer.Option("stg_gradcam", help="the explanation method to analyse"),
+            figures: bool = True) -> None:
+    """Skeleton report of a run: joint importance ψ, faithfulness, contrastivity, figures under RUN_DIR/analysis."""
+    if not (run_dir / "explanations").is_dir():
+        raise fail(UsageError(f"{run_dir} holds no explanations table"))
     try:
-        root = generate(default_data_root())
-        if not DEMO_MODEL.is_file():
-            console.print(f"training the demo model -> {DEMO_MODEL}")
-            train_checkpoint(root, DEMO_MODEL)
-    except UsageError as err:
-        raise fail(err) from None
-    config = {"dataset": str(root), "model": str(DEMO_MODEL), "methods": {m: {} for m in DEMO_METHODS},
-              "metrics": {"deletion_insertion": {}}, "shard_size": shard_size, "out": str(out),
-              "batch_size": batch_size}
-    raise typer.Exit(execute(config, executor=executor, max_attempts=3, shard_timeout=None))
+        show_report(run_dir, method, figures)
+    except ValueError as err:
+        raise fail(UsageError(str(err))) from None
+
+
+def show_report(run_dir: Path, method: str, figures: bool = True) -> dict[str, Any]:
+    from xcore.analysis.skeleton_report import write_report
+
+    rep = write_report(run_dir, method, figures=figures)
+    print_report(rep, run_dir / "analysis" / f"skeleton_{method}.json")
+    return rep
+
+
+def print_report(rep: dict[str, Any], path: Path) -> None:
+    """One skeleton report in three lines."""
+    method = rep.get("method")
+    faith = rep.get("faithfulness") or {}
+    hits = rep.get("top5_hit_rate") or {}
+    console.print(f"[bold]{method}[/bold]: contrastivity {fmt(rep.get('contrastivity'))}, "
+                  f"β_faithful important {fmt(faith.get('beta_important'))} / unimportant "
+                  f"{fmt(faith.get('beta_unimportant'))}, top-5 ground-truth hit rate {fmt(hits.get('mean'))}")
+    if faith:
+        console.print(f"accuracy {fmt(faith['accuracy'])}; masked at {faith['fractions']}: important "
+                      f"{[round(a, 3) for a in faith['accuracy_important']]}, unimportant "
+                      f"{[round(a, 3) for a in faith['accuracy_unimportant']]}")
+    console.print(f"report: {path}")
+
+
+def fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 @app.command()

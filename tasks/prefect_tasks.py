@@ -58,6 +58,16 @@ def reduce_task(job: Job, summaries: list[dict[str, Any]], failed: list[int]) ->
     return summary
 
 
+@task(name="skeleton-report", cache_policy=NO_CACHE)
+def skeleton_report_task(run_dir: str, method: str) -> dict[str, Any]:
+    """ψ, faithfulness, contrastivity and figures of ``method`` from the run's tables (``<run>/analysis``)."""
+    from xcore.analysis.skeleton_report import write_report
+
+    report = write_report(run_dir, method)
+    get_run_logger().info("skeleton report for %s: contrastivity %s", method, report.get("contrastivity"))
+    return report
+
+
 def summary_markdown(job: Job, summary: dict[str, Any]) -> str:
     """A short markdown report: counts, failed shards and the per-method table when present."""
     lines = [f"# {job.kind} run `{summary.get('run_key', '')}`", "", f"- directory: `{job.run_dir}`"]

@@ -56,15 +56,17 @@ def test_smallcnn_gradcam_equals_cam_over_z() -> None:
 
 
 def test_zoo_builds_every_arch_with_a_real_cam_layer() -> None:
-    assert MODELS.names() == sorted(["smallcnn", "vgg16", "resnet18", "resnet50", "densenet121", "inception_v3"])
+    assert MODELS.names() == sorted(["smallcnn", "vgg16", "resnet18", "resnet50", "densenet121", "inception_v3",
+                                     "stgcn", "stgcn7"])
     expected = {"smallcnn": "features", "vgg16": "features.29", "resnet18": "layer4", "resnet50": "layer4",
-                "densenet121": "features", "inception_v3": "Mixed_7c"}
+                "densenet121": "features", "inception_v3": "Mixed_7c", "stgcn": "st_gcn_networks.9",
+                "stgcn7": "st_gcn_networks.6"}
     for arch, layer in expected.items():
         model = build_model(arch, 7)
         assert model.xcore_cam_layer == layer
         model.get_submodule(layer)
-        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-        assert last.out_features == 7, arch
+        last = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)][-1]  # ST-GCN: a 1×1 conv head
+        assert last.out_channels == 7 if isinstance(last, nn.Conv2d) else last.out_features == 7, arch
     assert isinstance(build_model("vgg16", 3).get_submodule("features.29"), nn.ReLU)
     assert not hasattr(build_model("inception_v3", 3), "AuxLogits") or build_model("inception_v3", 3).AuxLogits is None
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Datasets: the reader protocol, the ImageNet-style reader and the synthetic ground-truth generator."""
+"""Datasets: the reader protocol, the ImageNet-style and NTU RGB+D readers, and the synthetic generators."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 
 from xcore.data.base import DATASETS, Dataset, Sample
 from xcore.data.imagenet import ImageNetReader
+from xcore.data.ntu import NTUReader  # registers "ntu"
+from xcore.data.skeleton_synthetic import generate_skeletons
 from xcore.data.synthetic import generate
 from xcore.data.transforms import ImageTransform
 from xcore.errors import UsageError
@@ -19,9 +21,12 @@ __all__ = [
     "Dataset",
     "ImageNetReader",
     "ImageTransform",
+    "NTUReader",
     "Sample",
     "default_data_root",
+    "default_skeleton_root",
     "generate",
+    "generate_skeletons",
     "open_dataset",
 ]
 
@@ -29,6 +34,11 @@ __all__ = [
 def default_data_root() -> Path:
     """Where the synthetic data lives: ``$XCORE_DATA`` or ``.xcore/data/shapes`` (relative to the CWD)."""
     return Path(os.environ.get("XCORE_DATA", ".xcore/data/shapes"))
+
+
+def default_skeleton_root() -> Path:
+    """Where the synthetic skeletons live: ``$XCORE_SKELETON_DATA`` or ``.xcore/data/ntu`` (relative to the CWD)."""
+    return Path(os.environ.get("XCORE_SKELETON_DATA", ".xcore/data/ntu"))
 
 
 def open_dataset(kind: str, root: Path | str, split: str = "val", **kw: Any) -> Dataset:

@@ -19,6 +19,7 @@ from xcore.explain.base import (
     Target,
     Targets,
     get_layer,
+    map_grid,
     model_device,
     model_state,
     resize_to,
@@ -61,4 +62,4 @@ def run(name: str, model: nn.Module, x: Tensor, targets: Targets = None, *, resi
     with model_state(model), torch.enable_grad():
         maps = method.fn(model, x, target, **full)
     maps = maps.detach()
-    return resize_to(maps, x.shape[2:]) if resize else maps
+    return resize_to(maps, map_grid(x, maps), method.resize_mode) if resize else maps

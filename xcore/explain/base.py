@@ -197,6 +197,7 @@ class Method:
     fn: ExplainFn
     defaults: dict[str, Any] = field(default_factory=dict)
     uses_layer: bool = False
+    resize_mode: str = "linear"
 
     def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The full parameters: the published defaults updated with ``overrides`` (unknown names raise)."""
@@ -206,12 +207,16 @@ class Method:
 METHODS: Registry[Method] = Registry("explanation method")
 
 
-def register(name: str) -> Callable[[ExplainFn], ExplainFn]:
-    """Register ``fn`` under ``name``; its keyword-only defaults become the recorded parameters."""
+def register(name: str, *, resize_mode: str = "linear") -> Callable[[ExplainFn], ExplainFn]:
+    """Register ``fn`` under ``name``; its keyword-only defaults become the recorded parameters.
+
+    ``resize_mode`` is how the native map is brought to the input grid: ``"linear"`` (bi-/trilinear) or
+    ``"nearest"`` (each native cell repeated, e.g. an ST-GCN layer's T/4 frames over the input frames).
+    """
 
     def deco(fn: ExplainFn) -> ExplainFn:
         defaults = keyword_defaults(fn)
-        METHODS.add(name, Method(name, fn, defaults, uses_layer="layer" in defaults))
+        METHODS.add(name, Method(name, fn, defaults, uses_layer="layer" in defaults, resize_mode=resize_mode))
         return fn
 
     return deco
@@ -232,13 +237,26 @@ def reduce_channels(g: Tensor, how: str = "max_abs") -> Tensor:
     raise UsageError(f"unknown channel reduction {how!r}; use max_abs, sum, mean, abs_sum or l2")
 
 
-def resize_to(maps: Tensor, size: Sequence[int]) -> Tensor:
-    """Resize (B, *S') maps to (B, *size): linear / bilinear / trilinear, ``align_corners=False``."""
+def map_grid(x: Tensor, maps: Tensor) -> tuple[int, ...]:
+    """The input grid a (B, *S') map explains: the leading ``len(S')`` spatial dims of ``x`` (B, C, *S).
+
+    Images and clips explain every spatial dim; a skeleton map (B, T, V) explains (T, V) of x (B, C, T, V, M),
+    each cell covering all person slots.
+    """
+    return tuple(int(s) for s in x.shape[2 : 2 + maps.ndim - 1])
+
+
+def resize_to(maps: Tensor, size: Sequence[int], mode: str = "linear") -> Tensor:
+    """Resize (B, *S') maps to (B, *size): (bi-/tri)linear with ``align_corners=False``, or ``"nearest"``
+    (nearest-exact: an integer down-sampling's cells are repeated)."""
     size = tuple(int(s) for s in size)
     if tuple(maps.shape[1:]) == size:
         return maps
     if maps.ndim - 1 != len(size):
         raise ValueError(f"cannot resize a map of shape {tuple(maps.shape)} to {size}")
+    if mode == "nearest":
+        return torch.nn.functional.interpolate(maps[:, None].float(), size=size,
+                                               mode="nearest-exact")[:, 0].to(maps.dtype)
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
     return torch.nn.functional.interpolate(maps[:, None].float(), size=size, mode=mode,
                                            align_corners=False)[:, 0].to(maps.dtype)

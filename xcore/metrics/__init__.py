@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xcore.metrics.deletion_insertion import auc, deletion_insertion
+from xcore.metrics.node_masking import node_masking
 from xcore.registry import Registry, keyword_defaults, merge_params
 
-__all__ = ["METRICS", "Metric", "auc", "available", "deletion_insertion", "validate"]
+__all__ = ["METRICS", "Metric", "auc", "available", "deletion_insertion", "node_masking", "validate"]
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Metric:
     fn: Callable[..., dict[str, Any]]
     defaults: dict[str, Any] = field(default_factory=dict)
     per_sample_keys: tuple[str, ...] = ()
+    list_keys: tuple[str, ...] = ()  # per-sample keys holding a list (besides *_curve)
 
     def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The full parameters: defaults updated with ``overrides`` (unknown names raise ``UsageError``)."""
@@ -32,6 +34,9 @@ METRICS: Registry[Metric] = Registry("metric")
 METRICS.add("deletion_insertion", Metric(
     "deletion_insertion", deletion_insertion, keyword_defaults(deletion_insertion),
     ("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve")))
+METRICS.add("node_masking", Metric(
+    "node_masking", node_masking, keyword_defaults(node_masking),
+    ("important_preds", "unimportant_preds"), list_keys=("important_preds", "unimportant_preds")))
 
 
 def available() -> list[str]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, Targets, model_device, model_state, resize_to
+from xcore.explain.base import Target, Targets, map_grid, model_device, model_state, resize_to
 from xcore.metrics.batching import accepts_channels_last, chunked, forward_batch_size
 from xcore.models.fold import folded, same_function
 
@@ -74,7 +74,9 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
                        batch_size: int | None = None, fold_batchnorm: bool = True) -> dict[str, Tensor]:
     """Deletion and insertion curves and AUCs for a batch.
 
-    ``x`` (B, C, *S), ``maps`` (B, *S) or a native-resolution map (resized like ``explain.run``).
+    ``x`` (B, C, *S), ``maps`` (B, *S) or a native-resolution map (resized like ``explain.run``). A map over
+    fewer dims, e.g. (B, T, V) for a skeleton x (B, C, T, V, M), ranks those cells; each step removes a cell's
+    values in every trailing slot (all persons) at once.
     ``substrate`` is the removal value and insertion start; ``insertion_substrate`` overrides the latter
     (``substrate="zero", insertion_substrate="blur"`` is the RISE reference variant). ``fold_batchnorm``
     evaluates a cached copy with BatchNorm folded into the convs (same function, fewer passes).
@@ -85,7 +87,10 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
         raise ValueError("steps must be >= 1")
     device = model_device(model)
     x = x.to(device)
-    B, C, spatial = x.shape[0], x.shape[1], x.shape[2:]
+    B, C = x.shape[0], x.shape[1]
+    spatial = map_grid(x, maps)  # the cells the map ranks; x's trailing dims (skeleton persons) ride along
+    extra = tuple(x.shape[2 + len(spatial) :])
+    E = math.prod(extra)
     maps = resize_to(maps.to(device).float(), spatial).reshape(B, -1)
     if not torch.isfinite(maps).all():
         raise ValueError("explanation map contains NaN or inf")
@@ -93,8 +98,8 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
     counts = step_counts(P, steps).to(device)
     rank = ranks(maps)
 
-    def locations_first(t: Tensor) -> Tensor:  # (B, C, *S) -> (B, P, C): perturbed batches come out channels-last
-        return t.reshape(B, C, P).transpose(1, 2).contiguous()
+    def locations_first(t: Tensor) -> Tensor:  # (B, C, *S, *extra) -> (B, P, C·E): batches come out channels-last
+        return t.reshape(B, C, P, E).permute(0, 2, 1, 3).reshape(B, P, C * E).contiguous()
 
     flat = locations_first(x)
     sub_del = locations_first(substrate_of(x, substrate))
@@ -115,11 +120,11 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
         if fold_batchnorm:
             fast = folded(model)
             model = fast if fast is model or same_function(fast, model, x[:1]) else model
-        size = forward_batch_size(device, C * P, batch_size)
-        keep_layout = accepts_channels_last(model, x[:1])
+        size = forward_batch_size(device, C * E * P, batch_size)
+        keep_layout = not extra and accepts_channels_last(model, x[:1])
 
-        def as_input(t: Tensor) -> Tensor:  # (n, P, C) -> (n, C, *S), channels-last strides where accepted
-            t = t.reshape(-1, *spatial, C).movedim(-1, 1)
+        def as_input(t: Tensor) -> Tensor:  # (n, P, C·E) -> (n, C, *S, *extra), channels-last where accepted
+            t = t.reshape(-1, *spatial, C, *extra).movedim(1 + len(spatial), 1)
             return t if keep_layout else t.contiguous()
 
         logits = chunked(B, size, lambda lo, hi: model(as_input(flat[lo:hi])).float())

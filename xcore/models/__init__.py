@@ -5,6 +5,7 @@ from __future__ import annotations
 from xcore.models.checkpoint import load_checkpoint, save_checkpoint, weights_digest
 from xcore.models.smallcnn import SmallCNN
 from xcore.models.train import train_model
+from xcore.models.train_skeleton import train_skeleton
 from xcore.models.zoo import MODELS, build_model, load_weights
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "load_weights",
     "save_checkpoint",
     "train_model",
+    "train_skeleton",
     "weights_digest",
 ]

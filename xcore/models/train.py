@@ -52,14 +52,55 @@ def augment(x: Tensor, gen: torch.Generator, shift: int) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: Tensor, y: Tensor, transform: ImageTransform, batch_size: int = 128) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on uint8 images ``x``."""
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, prepare: Callable[[Tensor], Tensor],
+             batch_size: int = 128) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) on ``prepare(x)`` (e.g. normalised uint8 images)."""
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
-        logits = model(transform.normalize(x[i:i + batch_size]))
+        logits = model(prepare(x[i:i + batch_size]))
         correct += int((logits.argmax(1) == y[i:i + batch_size]).sum())
     return correct / max(len(x), 1)
+
+
+def fit(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], *,
+        prepare: Callable[[Tensor, torch.Generator], Tensor], prepare_eval: Callable[[Tensor], Tensor],
+        epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
+        progress: Progress | None = None) -> float:
+    """AdamW + one-cycle schedule over ``train`` (inputs, labels); returns the final ``val`` accuracy.
+
+    ``prepare(batch, generator)`` turns a stored training batch into model input (augmentation,
+    normalisation); ``prepare_eval`` does the same without augmentation. ``progress`` is called after each
+    epoch with ``epoch``, ``epochs``, ``loss``, ``train_accuracy``, ``val_accuracy`` and ``seconds``.
+    """
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    (x_train, y_train), (x_val, y_val) = train, val
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * ((len(x_train) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    val_acc = 0.0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x_train), generator=gen)
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            logits = model(prepare(x_train[idx], gen))
+            loss = F.cross_entropy(logits, y_train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1) == y_train[idx]).sum())
+        val_acc = evaluate(model, x_val, y_val, prepare_eval)
+        if progress is not None:
+            progress({"epoch": epoch + 1, "epochs": epochs, "loss": total_loss / len(order),
+                      "train_accuracy": correct / len(order), "val_accuracy": val_acc,
+                      "seconds": time.perf_counter() - started})
+    return val_acc
 
 
 def _image_size(reader: ImageNetReader) -> int:
@@ -82,8 +123,6 @@ def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
-        torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
         probe = ImageNetReader(data_root, "train")
         size = input_size or _image_size(probe)
         transform = ImageTransform(size)
@@ -93,30 +132,10 @@ def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
         x_val, y_val = load_split_uint8(val)
         kwargs = dict(arch_kwargs or {})
         model = build_model(arch, len(train.classes), **kwargs)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-        steps = epochs * ((len(x_train) + batch_size - 1) // batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-        val_acc = 0.0
-        for epoch in range(epochs):
-            model.train()
-            order = torch.randperm(len(x_train), generator=gen)
-            total_loss, correct = 0.0, 0
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                xb = transform.normalize(augment(x_train[idx], gen, shift))
-                logits = model(xb)
-                loss = F.cross_entropy(logits, y_train[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total_loss += float(loss.detach()) * len(idx)
-                correct += int((logits.argmax(1) == y_train[idx]).sum())
-            val_acc = evaluate(model, x_val, y_val, transform)
-            if progress is not None:
-                progress({"epoch": epoch + 1, "epochs": epochs, "loss": total_loss / len(order),
-                          "train_accuracy": correct / len(order), "val_accuracy": val_acc,
-                          "seconds": time.perf_counter() - started})
+        val_acc = fit(model, (x_train, y_train), (x_val, y_val),
+                      prepare=lambda xb, gen: transform.normalize(augment(xb, gen, shift)),
+                      prepare_eval=transform.normalize, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, seed=seed, progress=progress)
         meta: dict[str, Any] = {
             "arch": arch, "num_classes": len(train.classes), "classes": list(train.classes),
             "class_names": list(train.class_names), "input_size": size, "mean": list(transform.mean),

@@ -39,6 +39,20 @@ def smallcnn(num_classes: int, **kw: Any) -> nn.Module:
     return SmallCNN(num_classes, **kw)
 
 
+@MODELS.register("stgcn")
+def stgcn(num_classes: int, **kw: Any) -> nn.Module:
+    """ST-GCN (10 blocks; ``width`` scales the channels, ``blocks=7`` drops blocks 3, 6, 9), CAM layer = last block."""
+    from xcore.models.stgcn import STGCN
+
+    return STGCN(num_classes, **kw)
+
+
+@MODELS.register("stgcn7")
+def stgcn7(num_classes: int, **kw: Any) -> nn.Module:
+    """The 7-block ST-GCN of 004_c5d3eda31f8a82a9.txt (blocks 3, 6 and 9 removed)."""
+    return stgcn(num_classes, **{**kw, "blocks": 7})
+
+
 MODELS.add("vgg16", _torchvision(tvm.vgg16, "features.29"))
 MODELS.add("resnet18", _torchvision(tvm.resnet18, "layer4"))
 MODELS.add("resnet50", _torchvision(tvm.resnet50, "layer4"))

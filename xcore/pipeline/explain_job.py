@@ -1,9 +1,10 @@
 """The ``explain`` job: explanations + metrics for every sample of a dataset, one Parquet shard at a time.
 
 Config (a plain dict, so it crosses process boundaries): ``dataset`` (root path), ``dataset_kind``
-("imagenet"), ``split`` ("val"), ``model`` (checkpoint path), ``methods`` {name: params}, ``metrics``
-{name: params}, ``shard_size``, ``out``, ``run_id`` (default: the run key), ``batch_size`` (samples per explain
-batch), ``device`` (``None``: CUDA when available), ``seed``.
+("imagenet", "ntu"; default: the checkpoint's ``dataset_kind``, else "imagenet"), ``split`` ("val"; for NTU a
+bare part means the checkpoint's benchmark, e.g. "xview/val"), ``model`` (checkpoint path), ``methods``
+{name: params}, ``metrics`` {name: params}, ``shard_size``, ``out``, ``run_id`` (default: the run key),
+``batch_size`` (samples per explain batch), ``device`` (``None``: CUDA when available), ``seed``.
 
 The driver builds the job (cheap: validates paths, methods, layers and metrics; indexes the dataset); each
 actor builds it again and calls :meth:`ExplainJob.worker` once to hold the model on its device.
@@ -26,7 +27,7 @@ from xcore.io.runs import RunLayout, git_sha, package_versions, read_json, run_k
 from xcore.models import load_checkpoint, weights_digest
 from xcore.pipeline.base import JOBS, Shard, plan_shards
 
-DEFAULTS: dict[str, Any] = {"dataset_kind": "imagenet", "split": "val", "methods": None, "metrics": None,
+DEFAULTS: dict[str, Any] = {"dataset_kind": None, "split": "val", "methods": None, "metrics": None,
                             "shard_size": 256, "run_id": None, "batch_size": 16, "device": None, "seed": 0}
 REQUIRED = ("dataset", "model", "out")
 
@@ -59,6 +60,15 @@ def resolve_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def reader_kwargs(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The reader's preprocessing from the checkpoint: the image transform, or the skeleton frame count."""
+    if kind == "imagenet":
+        return {"transform": transform_of(meta)}
+    if kind == "ntu":
+        return {"max_frames": int(meta.get("max_frames") or 300)}
+    return {}
+
+
 def transform_of(meta: dict[str, Any]) -> ImageTransform:
     """The preprocessing recorded in a checkpoint's metadata (ImageNet mean / std when unrecorded)."""
     size = meta.get("input_size") or 224
@@ -86,23 +96,29 @@ class ExplainJob:
         self.methods = {m: xcore.explain.validate(m, model, p) for m, p in cfg["methods"].items()}
         self.metrics = {m: xcore.metrics.validate(m, p) for m, p in cfg["metrics"].items()}
         del model
-        self.transform = transform_of(self.model_meta)
+        kind = cfg["dataset_kind"] = cfg["dataset_kind"] or self.model_meta.get("dataset_kind") or "imagenet"
+        if kind == "ntu" and "/" not in cfg["split"] and cfg["split"] != "all":
+            cfg["split"] = f"{self.model_meta.get('benchmark') or 'xsub'}/{cfg['split']}"
+        self.reader_kwargs = reader_kwargs(kind, self.model_meta)
         self.n_samples = len(self.open_dataset())
         self.run_key = run_key({
             "dataset": {"root": str(Path(cfg["dataset"]).resolve()), "kind": cfg["dataset_kind"],
                         "split": cfg["split"], "n": self.n_samples},
             "model": {"arch": self.model_meta.get("arch"), "weights": weights_digest(model_path)},
-            "methods": self.methods, "metrics": self.metrics, "preprocessing": repr(self.transform),
+            "methods": self.methods, "metrics": self.metrics, "preprocessing": self.preprocessing,
             "shard_size": cfg["shard_size"], "seed": cfg["seed"]})
         self.run_id = cfg["run_id"] or self.run_key
         self.run_dir = str(Path(cfg["out"]) / self.run_id)
         self.layout = RunLayout(self.run_dir)
         self._check_run_dir()
 
+    @property
+    def preprocessing(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in sorted(self.reader_kwargs.items()))
+
     def open_dataset(self) -> Dataset:
         cfg = self.config
-        kw = {"transform": self.transform} if cfg["dataset_kind"] == "imagenet" else {}
-        return open_dataset(cfg["dataset_kind"], cfg["dataset"], cfg["split"], **kw)
+        return open_dataset(cfg["dataset_kind"], cfg["dataset"], cfg["split"], **self.reader_kwargs)
 
     def _check_run_dir(self) -> None:
         """Refuse a run directory that holds another configuration (its shards would mix with ours)."""
@@ -152,7 +168,7 @@ class ExplainJob:
         write_json_atomic(self.layout.run_json, {
             "run_key": self.run_key, "run_id": self.run_id, "kind": self.kind, "config": self.config,
             "resolved": {"methods": self.methods, "metrics": self.metrics, "model": self.model_meta,
-                         "preprocessing": repr(self.transform)},
+                         "preprocessing": self.preprocessing},
             "versions": package_versions(), "git_sha": git_sha(), "timings": timings, "summary": summary,
             "finished_at": time.time()})
         return {**summary, "timings": timings}

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import xcore.explain
 import xcore.metrics
 from xcore.data.base import Dataset
-from xcore.explain.base import resize_to
+from xcore.explain.base import METHODS, map_grid, resize_to
 from xcore.io.parquet import encode_heatmap
 from xcore.metrics.batching import is_oom
 from xcore.pipeline.base import Shard
@@ -41,6 +41,7 @@ class Item:
     pred: int | None = None
     score: float | None = None
     failed: bool = False
+    meta: str = "{}"
 
 
 @dataclass
@@ -107,7 +108,10 @@ class ExplainWorker:
     def _load(self, index: int) -> Item:
         it = Item(index, str(self.dataset.sample_id(index)), int(self.dataset.label(index)))
         try:
-            it.x = self.dataset.load(index).x
+            sample = self.dataset.load(index)
+            it.x = sample.x
+            it.meta = json.dumps({k: v for k, v in sample.meta.items() if isinstance(v, int | float | str | bool)},
+                                 sort_keys=True)
         except Exception as err:
             self._fail(it, "load", None, err)
         return it
@@ -146,7 +150,7 @@ class ExplainWorker:
         if "seeds" in params and params["seeds"] is None:
             params["seeds"] = [stable_seed(params.get("seed", self.job.config["seed"]), it.index) for it in items]
         native = xcore.explain.run(method, self.model, x, targets, resize=False, **params)
-        maps = resize_to(native, x.shape[2:]).float()
+        maps = resize_to(native, map_grid(x, native), METHODS.get(method).resize_mode).float()
         finite = torch.isfinite(maps.flatten(1)).all(dim=1).tolist()
         outs = [Outcome(maps[i].cpu() if ok else None, list(native.shape[1:]),
                         errors=[] if ok else [("explain", FloatingPointError("map contains NaN or inf"))])
@@ -201,7 +205,7 @@ class ExplainWorker:
             expl, mets = [], []
             for it, o in sorted(results, key=lambda r: r[0].index):
                 base = {"sample_id": it.sample_id, "index": it.index, "label": it.label, "target": it.pred,
-                        "pred": it.pred, "method": method}
+                        "pred": it.pred, "meta": it.meta, "method": method}
                 ok = o is not None and o.map is not None and not o.errors
                 if o is not None and o.map is not None:
                     expl.append({**base, "score": it.score, "params": params, **encode_heatmap(o.map),

@@ -1,7 +1,8 @@
 """Arrow schemas of the explain job's tables and the assembly of one shard's tables from rows.
 
-Metric columns come from each metric's ``per_sample_keys``: keys ending in ``_curve`` are ``list<float32>``,
-all others ``float64``. Error rows keep them null.
+Metric columns come from each metric's ``per_sample_keys``: keys ending in ``_curve`` or named in its
+``list_keys`` are ``list<float32>``, all others ``float64``. Error rows keep them null. ``meta`` is the sample's
+scalar annotations as JSON (e.g. a skeleton's ``valid_frames``, ``subject``, ``camera``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from xcore.io.runs import RunLayout
 from xcore.pipeline.base import Shard
 
 _ID = [pa.field("sample_id", pa.string()), pa.field("index", pa.int64()), pa.field("label", pa.int64()),
-       pa.field("target", pa.int64()), pa.field("pred", pa.int64())]
+       pa.field("target", pa.int64()), pa.field("pred", pa.int64()), pa.field("meta", pa.string())]
 
 EXPLANATIONS = pa.schema([*_ID, pa.field("score", pa.float64()), pa.field("method", pa.string()),
                           pa.field("params", pa.string()), *HEATMAP_FIELDS,
@@ -37,8 +38,10 @@ def metric_fields(metrics: dict[str, Any]) -> list[pa.Field]:
     """One column per per-sample key of every configured metric, in configuration order."""
     fields: list[pa.Field] = []
     for name in metrics:
-        for key in xcore.metrics.METRICS.get(name).per_sample_keys:
-            fields.append(pa.field(key, pa.list_(pa.float32()) if key.endswith("_curve") else pa.float64()))
+        metric = xcore.metrics.METRICS.get(name)
+        for key in metric.per_sample_keys:
+            is_list = key.endswith("_curve") or key in metric.list_keys
+            fields.append(pa.field(key, pa.list_(pa.float32()) if is_list else pa.float64()))
     return fields
 
 

@@ -1,0 +1,77 @@
+"""CPU training of a skeleton classifier (ST-GCN by default) on an NTU RGB+D folder (the synthetic set by default).
+
+Every sample of the benchmark's train and val parts is decoded once into (N, 3, T, 25, M) tensors; the shared
+:func:`xcore.models.train.fit` loop trains it. Coordinates go in raw, as in the reference preprocessing
+(formats.md §2.1): the model's data BatchNorm is the only normalisation. Unreadable files are skipped and
+counted.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from xcore.data.ntu import NTUReader
+from xcore.models.checkpoint import save_checkpoint
+from xcore.models.train import Progress, fit
+from xcore.models.zoo import build_model
+
+# Reduced width (8…32 channels) and no dropout: ≥ 95 % on the default xsub split in ~12 epochs (~2 min, 2 cores).
+SKELETON_DEFAULTS: dict[str, Any] = {"width": 0.125, "dropout": 0.0}
+
+
+def load_part(reader: NTUReader) -> tuple[Tensor, Tensor, int]:
+    """All readable samples of ``reader`` as (N, C, T, V, M) float32 and labels; also the number skipped."""
+    xs, ys, skipped = [], [], 0
+    for i in range(len(reader)):
+        try:
+            sample = reader.load(i)
+        except Exception:
+            skipped += 1
+            continue
+        xs.append(sample.x)
+        ys.append(sample.label)
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long), skipped
+
+
+def train_skeleton(data_root: Path | str, out_path: Path | str, *, arch: str = "stgcn", benchmark: str = "xsub",
+                   epochs: int = 12, batch_size: int = 16, lr: float = 3e-3, weight_decay: float = 1e-4,
+                   max_frames: int = 64, seed: int = 0, num_threads: int | None = None,
+                   progress: Progress | None = None, arch_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``arch`` on ``benchmark``'s train part, evaluate on its val part, save to ``out_path``.
+
+    ``arch_kwargs`` default to the reduced-width ST-GCN without dropout (``SKELETON_DEFAULTS``); the full
+    reference network is ``{"width": 1.0, "dropout": 0.5}``.
+    Returns the checkpoint metadata (including ``val_accuracy``).
+    """
+    started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        train = NTUReader(data_root, f"{benchmark}/train", max_frames=max_frames)
+        val = NTUReader(data_root, f"{benchmark}/val", max_frames=max_frames)
+        x_train, y_train, skip_train = load_part(train)
+        x_val, y_val, skip_val = load_part(val)
+        kwargs = dict(SKELETON_DEFAULTS if arch_kwargs is None else arch_kwargs)
+        model = build_model(arch, len(train.classes), **kwargs)
+        val_acc = fit(model, (x_train, y_train), (x_val, y_val), prepare=lambda xb, gen: xb,
+                      prepare_eval=lambda xb: xb, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, seed=seed, progress=progress)
+        meta: dict[str, Any] = {
+            "arch": arch, "num_classes": len(train.classes), "classes": list(train.classes),
+            "class_names": list(train.classes), "input_size": list(x_train.shape[1:]), "modality": "skeleton",
+            "dataset_kind": "ntu", "max_frames": max_frames, "benchmark": benchmark, "val_accuracy": val_acc,
+            "arch_kwargs": kwargs,
+            "train": {"data_root": str(data_root), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                      "weight_decay": weight_decay, "seed": seed, "n_train": len(x_train), "n_val": len(x_val),
+                      "skipped": skip_train + skip_val, "seconds": round(time.perf_counter() - started, 1)},
+        }
+        save_checkpoint(out_path, model.eval(), meta)
+        return meta
+    finally:
+        torch.set_num_threads(previous_threads)
