@@ -24,7 +24,7 @@ console = Console()
 DEMO_METHODS = ("gradient", "guided_backprop", "input_x_gradient", "gradcam", "centre", "random")
 DEMO_MODEL = Path(".xcore/models/smallcnn.pt")
 SKELETON_MODEL = Path(".xcore/models/stgcn.pt")
-SKELETON_METHODS = ("stg_gradcam", "stg_cam", "stg_gradient", "random")
+SKELETON_METHODS = ("stg_gradcam", "stg_gradient", "random")  # stg_cam ranks like stg_gradcam (a scaled copy)
 SKELETON_METRICS = ("deletion_insertion", "node_masking")
 
 

@@ -26,6 +26,8 @@ cases = {
     "layer": base + ["--method", "gradcam", "--param", "gradcam.layer=nolayer"],
     "dataset": ["run", "--dataset", data + "-missing", "--model", model, "--out", out, "--method", "gradient"],
     "checkpoint": ["run", "--dataset", data, "--model", model + ".missing", "--out", out, "--method", "gradient"],
+    "modality": ["train", "--modality", "audio", "--out", out + "/m.pt"],
+    "analyse": ["analyse", out + "/no-such-run"],
 }
 res = {k: CliRunner().invoke(app, v) for k, v in cases.items()}
 print(json.dumps({"results": {k: [r.exit_code, r.stderr, r.stdout] for k, r in res.items()},
@@ -40,7 +42,8 @@ def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_pa
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
-    expected = {"method": "nosuch", "layer": "nolayer", "dataset": "-missing", "checkpoint": ".missing"}
+    expected = {"method": "nosuch", "layer": "nolayer", "dataset": "-missing", "checkpoint": ".missing",
+                "modality": "audio", "analyse": "no-such-run"}
     for case, needle in expected.items():
         code, stderr, stdout = report["results"][case]
         lines = stderr.strip().splitlines()
