@@ -11,6 +11,7 @@ from xcore.data.imagenet import ImageNetReader
 from xcore.data.ntu import NTUReader  # registers "ntu"
 from xcore.data.skeleton_synthetic import generate_skeletons
 from xcore.data.synthetic import generate
+from xcore.data.video_datasets import HMDB51Reader, KineticsReader, UCF101Reader  # registers ucf101, hmdb51, kinetics400
 from xcore.data.transforms import ImageTransform
 from xcore.errors import UsageError
 
@@ -21,8 +22,11 @@ __all__ = [
     "Dataset",
     "ImageNetReader",
     "ImageTransform",
+    "HMDB51Reader",
+    "KineticsReader",
     "NTUReader",
     "Sample",
+    "UCF101Reader",
     "default_data_root",
     "default_skeleton_root",
     "generate",

@@ -66,6 +66,11 @@ def reader_kwargs(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
         return {"transform": transform_of(meta)}
     if kind == "ntu":
         return {"max_frames": int(meta.get("max_frames") or 300)}
+    if kind in ("ucf101", "hmdb51", "kinetics400"):
+        from xcore.data.video import video_preset
+
+        preset = video_preset(meta.get("preset") or "kinetics")
+        return {"transform": preset, "clip_len": int(meta.get("clip_len") or 16)}
     return {}
 
 

@@ -1,0 +1,431 @@
+"""Video dataset readers: UCF-101 (+ UCF101-24 boxes), HMDB51 and Kinetics-400 (formats.md sections 3-5).
+
+Each reader indexes split files and folders on construction (no decoding); ``load(i)`` decodes the centre clip of
+``clip_len`` frames (:func:`~xcore.data.video.centre_indices`) and returns a :class:`~xcore.data.base.Sample` with
+``x`` float (C, T, H, W) and ``meta`` = ``frames`` (decodable frame count), ``indices`` (0-based frames of the clip),
+``path`` and, for UCF-101 videos with UCF101-24 tubes, ``boxes``: one list of [xmin, ymin, xmax, ymax] per clip
+frame, in the pixels of ``x``. A missing, unreadable or too-short video raises :class:`SampleError`.
+The UCF101-24 pickles go through :func:`safe_load_pickle`, which refuses every global but four numpy ones (4).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xcore.data.base import DATASETS, Sample
+from xcore.data.video import DEFAULT_TIMEOUT, VideoTransform, centre_indices, frame_count, read_clip
+from xcore.errors import UsageError
+
+VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov"})
+UCF24_CLASSES: tuple[str, ...] = (
+    "Basketball", "BasketballDunk", "Biking", "CliffDiving", "CricketBowling", "Diving", "Fencing", "FloorGymnastics",
+    "GolfSwing", "HorseRiding", "IceDancing", "LongJump", "PoleVault", "RopeClimbing", "SalsaSpin", "SkateBoarding",
+    "Skiing", "Skijet", "SoccerJuggling", "Surfing", "TennisSwing", "TrampolineJumping", "VolleyballSpiking",
+    "WalkingWithDog")
+"""UCF101-24 class order (formats.md 4)."""
+UCF24_FILES = ("pyannot_with_class_names.pkl", "pyannot.pkl", "UCF101v2-GT.pkl")
+UCF24_RESOLUTION = (240, 320)
+"""(height, width) of the frames format (a) boxes refer to (formats.md 4)."""
+_SAFE_GLOBALS = frozenset({("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numpy", "ndarray"),
+                           ("numpy", "dtype")})
+_MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
+
+
+def _lines(path: Path) -> list[str]:
+    """Non-blank stripped lines; CRLF (all UCF-101 split files, formats.md 3.1), a BOM and blanks tolerated."""
+    try:
+        return [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None
+
+
+def _first_dir(root: Path, candidates: Sequence[str], marker: str | None = None) -> Path | None:
+    """The first ``root/<candidate>`` folder (holding ``marker`` when given)."""
+    for c in candidates:
+        d = root / c
+        if d.is_dir() and (marker is None or (d / marker).exists()):
+            return d
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- UCF101-24 boxes
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Resolves only numpy's ``_reconstruct``, ``scalar``, ``ndarray`` and ``dtype`` (formats.md 4)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        short = "multiarray" if module in _MULTIARRAY_MODULES else module
+        if (short, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name}")
+        if short == "multiarray":
+            core = getattr(np, "_core", None)
+            multiarray = core.multiarray if core is not None else np.core.multiarray
+            return getattr(multiarray, name)
+        return getattr(np, name)
+
+
+def safe_load_pickle(path: Path | str) -> Any:
+    """Unpickle a (Python 2) annotation file with ``encoding='latin1'``; any other global raises UsageError."""
+    path = Path(path)
+    try:
+        return _SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise UsageError(f"unsafe or unreadable pickle {path}: {err}") from None
+
+
+@dataclass
+class Tube:
+    """One action tube: ``frames`` 0-based int64 (n,), ``boxes`` float64 (n, 4) as x1, y1, x2, y2."""
+
+    label: int
+    frames: np.ndarray
+    boxes: np.ndarray
+
+
+@dataclass
+class VideoBoxes:
+    """The tubes of one video; ``resolution`` is the (height, width) the boxes are in."""
+
+    label: int
+    n_frames: int
+    tubes: list[Tube]
+    resolution: tuple[int, int] = UCF24_RESOLUTION
+
+    def boxes_at(self, frame: int) -> list[list[float]]:
+        """All boxes on the 0-based ``frame``, one per tube that covers it."""
+        return [t.boxes[k].tolist() for t in self.tubes for k in np.flatnonzero(t.frames == frame)]
+
+
+@dataclass
+class UCF24Annotations:
+    """Both pickle formats normalised: 0-based frames, x1 y1 x2 y2 floats (formats.md 4, last bullet)."""
+
+    classes: list[str]
+    videos: dict[str, VideoBoxes]
+    train: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+
+
+def _tube_a(tube: dict[str, Any]) -> Tube:
+    """Format (a): ``sf`` 0-based, ``ef`` exclusive, boxes x, y, w, h in uint8/uint16: widen before adding."""
+    xywh = np.asarray(tube["boxes"]).astype(np.int64).reshape(-1, 4)
+    frames = int(tube["sf"]) + np.arange(len(xywh), dtype=np.int64)
+    boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float64)
+    return Tube(int(tube["label"]), frames, boxes)
+
+
+def _format_a(obj: dict[str, Any]) -> UCF24Annotations:
+    db = obj.get("db", obj)
+    videos = {str(k): VideoBoxes(int(v["label"]), int(v["numf"]), [_tube_a(t) for t in v["annotations"]])
+              for k, v in db.items()}
+    classes = [str(c) for c in obj.get("classes", UCF24_CLASSES)]
+    train = [str(v) for v in obj.get("trainvideos", []) if str(v) in videos]
+    in_train = set(train)
+    test = [v for v in videos if v not in in_train] if "trainvideos" in obj else []
+    return UCF24Annotations(classes, videos, train, test)
+
+
+def _format_b(obj: dict[str, Any]) -> UCF24Annotations:
+    """Format (b): ``gttubes[video][label]`` = arrays (n, 5) of 1-based frame, x1, y1, x2, y2."""
+    videos: dict[str, VideoBoxes] = {}
+    for key, by_label in obj["gttubes"].items():
+        tubes = []
+        for label, arrays in by_label.items():
+            for arr in arrays:
+                a = np.asarray(arr, dtype=np.float64).reshape(-1, 5)
+                tubes.append(Tube(int(label), a[:, 0].astype(np.int64) - 1, a[:, 1:].copy()))
+        h, w = obj.get("resolution", {}).get(key, UCF24_RESOLUTION)
+        label = tubes[0].label if tubes else -1
+        videos[str(key)] = VideoBoxes(label, int(obj["nframes"][key]), tubes, (int(h), int(w)))
+
+    def split(name: str) -> list[str]:
+        lists = obj.get(name) or [[]]
+        return [str(v) for v in lists[0]]
+
+    return UCF24Annotations([str(c) for c in obj["labels"]], videos, split("train_videos"), split("test_videos"))
+
+
+def load_ucf24(path: Path | str) -> UCF24Annotations:
+    """Either UCF101-24 pickle: (a1) ``{video: entry}``, (a2) ``{db, trainvideos, classes}`` or (b) ``UCF101v2-GT``."""
+    obj = safe_load_pickle(path)
+    try:
+        if isinstance(obj, dict) and "gttubes" in obj:
+            return _format_b(obj)
+        if isinstance(obj, dict):
+            return _format_a(obj)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise UsageError(f"{path}: not a UCF101-24 annotation pickle ({type(err).__name__}: {err})") from None
+    raise UsageError(f"{path}: not a UCF101-24 annotation pickle (top level is {type(obj).__name__})")
+
+
+# ---------------------------------------------------------------------------------------------- readers
+
+def _video_dir(root: Path, candidates: Sequence[str], classes: Sequence[str]) -> Path:
+    """The first candidate folder holding a class folder (any case), else ``root``."""
+    wanted = {c.lower() for c in classes}
+    for c in candidates:
+        d = root / c
+        if d.is_dir() and any(p.is_dir() and p.name.lower() in wanted for p in d.iterdir()):
+            return d
+    return root
+
+
+class _Resolver:
+    """Finds ``<folder>/<file>`` under ``root`` case-insensitively (UCF-101 ``HandStandPushups``, formats.md 3.1)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
+        self._files: dict[str, dict[str, Path]] = {}
+
+    def find(self, folder: str, name: str) -> Path:
+        """The file on disk, or the literal path (which ``load`` then reports as missing)."""
+        d = self._dirs.get(folder.lower())
+        if d is None:
+            return self.root / folder / name
+        if d.name not in self._files:
+            self._files[d.name] = {p.name.lower(): p for p in d.iterdir()}
+        return self._files[d.name].get(name.lower(), d / name)
+
+
+class VideoFolderDataset:
+    """Shared part of the video readers: an index of (sample id, path, label) and the clip ``load``."""
+
+    name = "video"
+
+    def __init__(self, transform: VideoTransform | None = None, clip_len: int = 16, stride: int = 1,
+                 backend: str = "auto", timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        self.transform = transform if transform is not None else VideoTransform()
+        self.clip_len, self.stride, self.backend, self.timeout = clip_len, stride, backend, timeout
+        self.classes: list[str] = []
+        self._items: list[tuple[str, Path, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n={len(self)}, classes={len(self.classes)}, clip_len={self.clip_len})"
+
+    def path(self, index: int) -> Path:
+        return self._items[index][1]
+
+    def sample_id(self, index: int) -> str:
+        return self._items[index][0]
+
+    def label(self, index: int) -> int:
+        return self._items[index][2]
+
+    def annotation(self, index: int) -> VideoBoxes | None:
+        """Spatio-temporal boxes of the video, when the reader has them."""
+        return None
+
+    def load(self, index: int) -> Sample:
+        path = self.path(index)
+        n = frame_count(path)
+        indices = centre_indices(n, self.clip_len, self.stride)
+        frames = read_clip(path, indices, backend=self.backend, timeout=self.timeout)
+        meta: dict[str, Any] = {"frames": n, "indices": indices, "path": str(path)}
+        ann = self.annotation(index)
+        if ann is not None:
+            height, width = frames.shape[1:3]
+            sy, sx = height / ann.resolution[0], width / ann.resolution[1]
+            meta["boxes"] = [self.transform.map_boxes([[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+                                                       for b in ann.boxes_at(i)], width, height) for i in indices]
+        return Sample(self.sample_id(index), self.transform(frames), self.label(index), meta)
+
+
+def _test_split(split: str, dataset: str) -> bool:
+    if split in ("test", "val"):
+        return True
+    if split == "train":
+        return False
+    raise UsageError(f"unknown {dataset} split {split!r}; use 'train', 'test' or 'val' (= test)")
+
+
+def _check_fold(fold: int, dataset: str) -> None:
+    if fold not in (1, 2, 3):
+        raise UsageError(f"{dataset} has splits 1, 2 and 3, not {fold}")
+
+
+class UCF101Reader(VideoFolderDataset):
+    """UCF-101 official split ``fold`` (formats.md 3.1); ``split`` "train" or "test" ("val" is an alias of test).
+
+    Labels come from ``classInd.txt`` (1-based on disk, 0-based here): train lists carry them, test lists do not,
+    so the folder part of the path names the class, matched case-insensitively, and files are found
+    case-insensitively. ``annotations``: a UCF101-24 pickle (default: the first of :data:`UCF24_FILES` under
+    ``root``); videos it covers get ``meta["boxes"]``.
+    """
+
+    name = "ucf101"
+    LIST_DIRS = ("ucfTrainTestlist", ".")
+    VIDEO_DIRS = ("UCF-101", "UCF101", "videos", ".")
+
+    def __init__(self, root: Path | str, split: str = "test", fold: int = 1, annotations: Path | str | None = None,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.root, self.split, self.fold = Path(root), split, fold
+        _check_fold(fold, "UCF-101")
+        test = _test_split(split, "UCF-101")
+        lists = _first_dir(self.root, self.LIST_DIRS, "classInd.txt")
+        if lists is None:
+            raise UsageError(f"{self.root} has no classInd.txt (looked in {', '.join(self.LIST_DIRS)})")
+        self.classes = read_class_ind(lists / "classInd.txt")
+        by_name = {c.lower(): i for i, c in enumerate(self.classes)}
+        split_file = lists / f"{'testlist' if test else 'trainlist'}0{fold}.txt"
+        if not split_file.is_file():
+            raise UsageError(f"split file {split_file} does not exist")
+        videos = _Resolver(_video_dir(self.root, self.VIDEO_DIRS, self.classes))
+        self._keys: list[str] = []
+        for ln in _lines(split_file):
+            rel, _, given = ln.partition(" ")
+            folder, _, fname = rel.replace("\\", "/").rpartition("/")
+            if folder.lower() not in by_name:
+                raise UsageError(f"{split_file}: {rel} is not in a classInd class folder")
+            label = int(given) - 1 if given.strip() else by_name[folder.lower()]
+            self._items.append((Path(fname).stem, videos.find(folder, fname), label))
+            self._keys.append(f"{folder}/{Path(fname).stem}".lower())
+        ann_path = Path(annotations) if annotations is not None else next(
+            (self.root / f for f in UCF24_FILES if (self.root / f).is_file()), None)
+        self.boxes: dict[str, VideoBoxes] = {}
+        if ann_path is not None:
+            self.boxes = {k.lower(): v for k, v in load_ucf24(ann_path).videos.items()}
+
+    def annotation(self, index: int) -> VideoBoxes | None:
+        return self.boxes.get(self._keys[index])
+
+
+def read_class_ind(path: Path) -> list[str]:
+    """``classInd.txt`` (``<1-based index> <ClassName>``) -> class names in index order."""
+    pairs = [ln.split(maxsplit=1) for ln in _lines(path)]
+    try:
+        order = {int(i): name.strip() for i, name in pairs}
+    except ValueError:
+        raise UsageError(f"{path}: expected '<index> <ClassName>' lines") from None
+    if sorted(order) != list(range(1, len(order) + 1)):
+        raise UsageError(f"{path}: class indices are not 1..{len(order)}")
+    return [order[i] for i in range(1, len(order) + 1)]
+
+
+class HMDB51Reader(VideoFolderDataset):
+    """HMDB51 split ``fold``: ``<class>_test_split<fold>.txt`` tags 1 = train, 2 = test, 0 = unused (3.2).
+
+    Classes are the sorted class names of the split files; videos live in ``<root>/<class>/`` (or under
+    ``hmdb51_org/`` or ``videos/``), matched case-insensitively.
+    """
+
+    name = "hmdb51"
+    SPLIT_DIRS = ("testTrainMulti_7030_splits", "splits", ".")
+    VIDEO_DIRS = ("hmdb51_org", "videos", ".")
+
+    def __init__(self, root: Path | str, split: str = "test", fold: int = 1, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.root, self.split, self.fold = Path(root), split, fold
+        _check_fold(fold, "HMDB51")
+        tag = "2" if _test_split(split, "HMDB51") else "1"
+        suffix = f"_test_split{fold}.txt"
+        folder = next((d for d in (_first_dir(self.root, [c]) for c in self.SPLIT_DIRS)
+                       if d is not None and any(f.endswith(suffix) for f in os.listdir(d))), None)
+        if folder is None:
+            raise UsageError(f"{self.root} has no *{suffix} files (looked in {', '.join(self.SPLIT_DIRS)})")
+        files = sorted(f for f in os.listdir(folder) if f.endswith(suffix))
+        self.classes = [f[:-len(suffix)] for f in files]
+        videos = _Resolver(_video_dir(self.root, self.VIDEO_DIRS, self.classes))
+        for label, (cls, fname) in enumerate(zip(self.classes, files, strict=True)):
+            for ln in _lines(folder / fname):
+                parts = ln.rsplit(maxsplit=1)
+                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                    raise UsageError(f"{folder / fname}: expected '<video>.avi <0|1|2>', got {ln!r}")
+                if parts[1] == tag:
+                    self._items.append((Path(parts[0]).stem, videos.find(cls, parts[0]), label))
+
+
+class KineticsReader(VideoFolderDataset):
+    """Kinetics-400 from a CVDF / DeepMind CSV and trimmed clips ``<id>_<start:06d>_<end:06d>.mp4`` (section 5).
+
+    CSV: ``annotations`` or ``<root>/annotations/<split>.csv`` (``validate`` accepted for val); ``label``, ``is_cc``
+    and ``split`` columns optional. Clips are indexed by file name anywhere under ``<root>/<split>/`` (flat or
+    class folders with spaces or underscores) or ``<root>/``; files under ``<root>/replacement*`` win. Rows whose
+    clip is absent are skipped (expected, section 5) and counted in ``missing``. Classes: ``classes`` (names or a
+    file, one per line), else ``<root>/classes.txt``, else the sorted labels of every CSV beside the split's.
+    Rows without a label get label -1.
+    """
+
+    name = "kinetics400"
+
+    def __init__(self, root: Path | str, split: str = "val", annotations: Path | str | None = None,
+                 classes: Sequence[str] | Path | str | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.root, self.split = Path(root), split
+        names = ("val", "validate") if split in ("val", "validate") else (split,)
+        csv_path = Path(annotations) if annotations is not None else next(
+            (p for n in names for p in (self.root / "annotations" / f"{n}.csv", self.root / f"{n}.csv")
+             if p.is_file()), None)
+        if csv_path is None or not csv_path.is_file():
+            raise UsageError(f"{self.root}: no Kinetics CSV for split {split!r} (looked in annotations/ and .)")
+        rows = [r for r in read_kinetics_csv(csv_path) if r.get("split") in (None, "", *names)]
+        self.classes = self._classes(classes, csv_path)
+        index = {c: i for i, c in enumerate(self.classes)}
+        unknown = sorted({r["label"] for r in rows if r.get("label") and r["label"] not in index})
+        if unknown:
+            raise UsageError(f"{csv_path}: labels {', '.join(unknown[:5])} are not in the class list")
+        clips = self._index_clips(names)
+        self.missing = 0
+        for r in rows:
+            stem = clip_name(r["youtube_id"], r["time_start"], r["time_end"])
+            if stem not in clips:
+                self.missing += 1
+                continue
+            self._items.append((stem, clips[stem], index[r["label"]] if r.get("label") else -1))
+
+    def _classes(self, classes: Sequence[str] | Path | str | None, csv_path: Path) -> list[str]:
+        if classes is None and (self.root / "classes.txt").is_file():
+            classes = self.root / "classes.txt"
+        if isinstance(classes, (str, Path)):
+            return _lines(Path(classes))
+        if classes is not None:
+            return list(classes)
+        csvs = sorted(csv_path.parent.glob("*.csv")) if csv_path.parent.name == "annotations" else [csv_path]
+        return sorted({r["label"] for p in csvs for r in read_kinetics_csv(p) if r.get("label")})
+
+    def _index_clips(self, names: Sequence[str]) -> dict[str, Path]:
+        tops = [self.root / n for n in names if (self.root / n).is_dir()] or [self.root]
+        tops += sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("replacement"))
+        clips: dict[str, Path] = {}
+        for top in tops:
+            for dirpath, _, files in os.walk(top):
+                for f in files:
+                    p = Path(dirpath, f)
+                    if p.suffix.lower() in VIDEO_EXTS:
+                        clips[p.stem] = p
+        return clips
+
+
+def clip_name(youtube_id: str, time_start: str | float, time_end: str | float) -> str:
+    """Trimmed-clip stem ``<youtube_id>_<start:06d>_<end:06d>`` (ActivityNet crawler, formats.md 5)."""
+    return f"{youtube_id}_{int(float(time_start)):06d}_{int(float(time_end)):06d}"
+
+
+def read_kinetics_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a Kinetics CSV as dicts (a real CSV parser: quoted labels hold spaces and commas)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None
+    if rows and not {"youtube_id", "time_start", "time_end"} <= set(rows[0]):
+        raise UsageError(f"{path}: needs youtube_id, time_start and time_end columns")
+    return [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in rows]
+
+
+DATASETS.add("ucf101", UCF101Reader)
+DATASETS.add("hmdb51", HMDB51Reader)
+DATASETS.add("kinetics400", KineticsReader)
