@@ -57,7 +57,10 @@ def test_smallcnn_gradcam_equals_cam_over_z() -> None:
 
 def test_zoo_builds_every_arch_with_a_real_cam_layer() -> None:
     assert MODELS.names() == sorted(["smallcnn", "vgg16", "resnet18", "resnet50", "densenet121", "inception_v3",
-                                     "stgcn", "stgcn7"])
+                                     "stgcn", "stgcn7", "c3d", "cnn_lstm", "cnn_lstm_attention", "small3d",
+                                     "r3d_18", "mc3_18", "r2plus1d_18"])
+    assert build_model("small3d", 5).xcore_cam_layer == "features.3"
+    assert build_model("r3d_18", 5).xcore_cam_layer == "layer4"
     expected = {"smallcnn": "features", "vgg16": "features.29", "resnet18": "layer4", "resnet50": "layer4",
                 "densenet121": "features", "inception_v3": "Mixed_7c", "stgcn": "st_gcn_networks.9",
                 "stgcn7": "st_gcn_networks.6"}

@@ -53,6 +53,19 @@ def stgcn7(num_classes: int, **kw: Any) -> nn.Module:
     return stgcn(num_classes, **{**kw, "blocks": 7})
 
 
+def _video(name: str) -> Builder:
+    def build(num_classes: int, **kw: Any) -> nn.Module:
+        from xcore.models import video
+
+        return getattr(video, f"build_{name}")(num_classes, **kw)
+
+    build.__doc__ = f"Video model {name} (xcore.models.video.build_{name}); input (B, C, T, H, W)."
+    return build
+
+
+for _name in ("c3d", "cnn_lstm", "cnn_lstm_attention", "small3d", "r3d_18", "mc3_18", "r2plus1d_18"):
+    MODELS.add(_name, _video(_name))
+
 MODELS.add("vgg16", _torchvision(tvm.vgg16, "features.29"))
 MODELS.add("resnet18", _torchvision(tvm.resnet18, "layer4"))
 MODELS.add("resnet50", _torchvision(tvm.resnet50, "layer4"))
