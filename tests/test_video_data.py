@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from xcore.data.base import DATASETS
+from xcore.data.ucf24 import load_ucf24, safe_load_pickle
 from xcore.data.video import (
     C3D_MEAN_BGR,
     KINETICS_MEAN,
@@ -29,14 +30,7 @@ from xcore.data.video import (
     video_preset,
     write_video,
 )
-from xcore.data.video_datasets import (
-    HMDB51Reader,
-    KineticsReader,
-    UCF101Reader,
-    clip_name,
-    load_ucf24,
-    safe_load_pickle,
-)
+from xcore.data.video_datasets import HMDB51Reader, KineticsReader, UCF101Reader, clip_name
 from xcore.errors import SampleError, UsageError
 
 LEVEL0, STEP, N = 8, 10, 20

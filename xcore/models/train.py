@@ -7,8 +7,9 @@ rotations (the shape classes are invariant to both) plus a small random shift. E
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,18 @@ from xcore.models.checkpoint import save_checkpoint
 from xcore.models.zoo import build_model
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Use ``n`` intra-op threads inside the block (``None``: unchanged); the previous count is restored."""
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def load_split_uint8(reader: ImageNetReader) -> tuple[Tensor, Tensor]:
@@ -119,10 +132,7 @@ def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
     Returns the checkpoint metadata (including ``val_accuracy``).
     """
     started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
+    with torch_threads(num_threads):
         probe = ImageNetReader(data_root, "train")
         size = input_size or _image_size(probe)
         transform = ImageTransform(size)
@@ -146,5 +156,3 @@ def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
         }
         save_checkpoint(out_path, model.eval(), meta)
         return meta
-    finally:
-        torch.set_num_threads(previous_threads)

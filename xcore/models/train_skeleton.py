@@ -17,7 +17,7 @@ from torch import Tensor
 
 from xcore.data.ntu import NTUReader
 from xcore.models.checkpoint import save_checkpoint
-from xcore.models.train import Progress, fit
+from xcore.models.train import Progress, fit, torch_threads
 from xcore.models.zoo import build_model
 
 # Reduced width (8…32 channels) and no dropout: ≥ 95 % on the default xsub split in 20 epochs (~2 min, 2 cores).
@@ -49,10 +49,7 @@ def train_skeleton(data_root: Path | str, out_path: Path | str, *, arch: str = "
     Returns the checkpoint metadata (including ``val_accuracy``).
     """
     started = time.perf_counter()
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
+    with torch_threads(num_threads):
         train = NTUReader(data_root, f"{benchmark}/train", max_frames=max_frames)
         val = NTUReader(data_root, f"{benchmark}/val", max_frames=max_frames)
         x_train, y_train, skip_train = load_part(train)
@@ -73,5 +70,3 @@ def train_skeleton(data_root: Path | str, out_path: Path | str, *, arch: str = "
         }
         save_checkpoint(out_path, model.eval(), meta)
         return meta
-    finally:
-        torch.set_num_threads(previous_threads)
