@@ -39,6 +39,17 @@ def hook_outputs(model: nn.Module, names: list[str]) -> tuple[dict[str, Any], li
     return store, handles
 
 
+def run_hooked(model: nn.Module, x: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``model(x)`` without grad, with the outputs of the named submodules; the hooks are removed after."""
+    store, handles = hook_outputs(model, names)
+    try:
+        with torch.no_grad():
+            return model(x), store
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -97,11 +108,7 @@ def small_lstm(attention: bool) -> CNNLSTM:
 def test_cnn_lstm_attention_is_weighted_sum_of_lstm_outputs() -> None:
     model = small_lstm(attention=True)
     x = torch.randn(2, 3, 5, 32, 32)
-    store, handles = hook_outputs(model, ["lstm"])
-    with torch.no_grad():
-        out = model(x)
-    for h in handles:
-        h.remove()
+    out, store = run_hooked(model, x, ["lstm"])
     hs = store["lstm"][0]  # (B, T, hidden)
     a = model.last_attention
     assert a is not None and a.shape == (2, 5)
@@ -119,11 +126,7 @@ def test_cnn_lstm_without_attention_uses_last_step() -> None:
     model = small_lstm(attention=False)
     assert model.attn is None
     x = torch.randn(2, 3, 4, 32, 32)
-    store, handles = hook_outputs(model, ["lstm"])
-    with torch.no_grad():
-        out = model(x)
-    for h in handles:
-        h.remove()
+    out, store = run_hooked(model, x, ["lstm"])
     hs, (h_n, _) = store["lstm"]
     torch.testing.assert_close(hs[:, -1], h_n[0])
     with torch.no_grad():
@@ -176,11 +179,7 @@ def test_small3d_gradcam_equals_cam_over_z() -> None:
     model.eval()
     x = torch.randn(2, 3, 8, 32, 32)
     targets = [1, 3]
-    store, handles = hook_outputs(model, ["features.3"])
-    with torch.no_grad():
-        out = model(x)
-    for h in handles:
-        h.remove()
+    out, store = run_hooked(model, x, ["features.3"])
     act: Tensor = store["features.3"]
     assert act.shape == (2, 32, 2, 2, 2) and out.shape == (2, 4)
     z = act.shape[2] * act.shape[3] * act.shape[4]
@@ -208,11 +207,7 @@ def test_torchvision_video_builders(build: Any, t_out: int) -> None:
     model = build(6).eval()
     assert model.xcore_cam_layer == "layer4"
     x = torch.randn(2, 3, 8, 32, 32)
-    store, handles = hook_outputs(model, ["layer4"])
-    with torch.no_grad():
-        out = model(x)
-    for h in handles:
-        h.remove()
+    out, store = run_hooked(model, x, ["layer4"])
     assert out.shape == (2, 6)
     assert store["layer4"].shape == (2, 512, t_out, 2, 2)
     # GAP + fc head: the logits are fc of the pooled layer4 activation
