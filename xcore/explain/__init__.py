@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from xcore.explain.base import (
     METHODS,
+    Explanation,
     Method,
     Target,
     Targets,
@@ -25,7 +26,7 @@ from xcore.explain.base import (
     resize_to,
 )
 
-__all__ = ["METHODS", "Method", "Target", "available", "run", "validate"]
+__all__ = ["METHODS", "Explanation", "Method", "Target", "available", "run", "validate"]
 
 # every module of this package registers its method(s) on import: adding a method = adding one module
 for _mod in pkgutil.iter_modules(__path__):
@@ -46,12 +47,14 @@ def validate(name: str, model: nn.Module | None = None, params: dict[str, Any] |
 
 
 def run(name: str, model: nn.Module, x: Tensor, targets: Targets = None, *, resize: bool = True,
-        **params: Any) -> Tensor:
+        parts: bool = False, **params: Any) -> Tensor | Explanation:
     """Explain ``model`` on the batch ``x`` (B, C, *S) for ``targets`` with method ``name``.
 
     Returns a float tensor (B, *S) on the model's device: signed and raw (no normalisation); with
-    ``resize=False`` the method's native resolution (e.g. the CAM layer's grid). The model's train/eval
-    state and ``requires_grad`` flags are restored on exit, and every hook removed, also on error.
+    ``resize=False`` the method's native resolution (e.g. the CAM layer's grid). With ``parts=True`` the
+    result is an :class:`Explanation` (every map, each resized alike, and the method's per-sample extras; a
+    single-map method gives one part named ``"map"``); otherwise a multi-part method's primary map. The model's
+    train/eval state and ``requires_grad`` flags are restored on exit, and every hook removed, also on error.
     """
     method = METHODS.get(name)
     full = method.params(params)
@@ -60,6 +63,10 @@ def run(name: str, model: nn.Module, x: Tensor, targets: Targets = None, *, resi
     target = Target.of(targets, x.shape[0])
     x = x.to(model_device(model))
     with model_state(model), torch.enable_grad():
-        maps = method.fn(model, x, target, **full)
-    maps = maps.detach()
-    return resize_to(maps, map_grid(x, maps), method.resize_mode) if resize else maps
+        out = method.fn(model, x, target, **full)
+    expl = out if isinstance(out, Explanation) else Explanation({"map": out})
+    expl = expl.apply(lambda m: m.detach())
+    expl.extras = {k: v.detach() for k, v in expl.extras.items()}
+    if resize:
+        expl = expl.apply(lambda m: resize_to(m, map_grid(x, m), method.resize_mode))
+    return expl if parts else expl.map()

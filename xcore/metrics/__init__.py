@@ -24,6 +24,7 @@ class Metric:
     defaults: dict[str, Any] = field(default_factory=dict)
     per_sample_keys: tuple[str, ...] = ()
     list_keys: tuple[str, ...] = ()  # per-sample keys holding a list (besides *_curve)
+    needs: tuple[str, ...] = ()  # sample annotations passed as keyword lists (e.g. "boxes"), one per sample
 
     def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The full parameters: defaults updated with ``overrides`` (unknown names raise ``UsageError``)."""

@@ -2,7 +2,10 @@
 
 Per shard: load every sample (a failure is one ``errors`` row, stage ``load``), predict the clean batch (the
 target is the predicted class), then per method explain the batch, check the maps are finite, and compute
-every metric from the full-precision maps. Batch failures fall back to one sample at a time; OOM halves the
+every metric from the full-precision primary map (a multi-part method, e.g. ``discriminative``, stores one
+explanations row per part and its per-sample extras in its metrics rows). A metric that ``needs`` an
+annotation (``boxes``) gets it from the samples' ``meta`` and is computed on the samples that have one.
+Batch failures fall back to one sample at a time; OOM halves the
 batch (:mod:`xcore.pipeline.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
 """
 
@@ -28,6 +31,7 @@ from xcore.pipeline.batching import BatchSize, SampleOOMError, robust_map
 from xcore.pipeline.tables import build_tables
 
 MAX_MESSAGE = 2000
+ANNOTATIONS = ("boxes",)  # non-scalar sample annotations that metrics may need
 
 
 @dataclass
@@ -42,14 +46,16 @@ class Item:
     score: float | None = None
     failed: bool = False
     meta: str = "{}"
+    ann: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Outcome:
-    """One sample × method: its full-precision map (None if not finite) and per-sample metric values."""
+    """One sample × method: its full-precision maps by part (None if any is not finite), per-sample metric
+    values and the method's extras."""
 
-    map: Tensor | None
-    native_shape: list[int]
+    map: dict[str, Tensor] | None
+    native_shape: dict[str, list[int]]
     values: dict[str, Any] = field(default_factory=dict)
     errors: list[tuple[str, BaseException]] = field(default_factory=list)
     elapsed_ms: float = 0.0
@@ -110,6 +116,7 @@ class ExplainWorker:
         try:
             sample = self.dataset.load(index)
             it.x = sample.x
+            it.ann = {k: v for k, v in sample.meta.items() if k in ANNOTATIONS}
             it.meta = json.dumps({k: v for k, v in sample.meta.items() if isinstance(v, int | float | str | bool)},
                                  sort_keys=True)
         except Exception as err:
@@ -149,16 +156,25 @@ class ExplainWorker:
         params = dict(self.job.methods[method])
         if "seeds" in params and params["seeds"] is None:
             params["seeds"] = [stable_seed(params.get("seed", self.job.config["seed"]), it.index) for it in items]
-        native = xcore.explain.run(method, self.model, x, targets, resize=False, **params)
-        maps = resize_to(native, map_grid(x, native), METHODS.get(method).resize_mode).float()
-        finite = torch.isfinite(maps.flatten(1)).all(dim=1).tolist()
-        outs = [Outcome(maps[i].cpu() if ok else None, list(native.shape[1:]),
+        native = xcore.explain.run(method, self.model, x, targets, resize=False, parts=True, **params)
+        mode = METHODS.get(method).resize_mode
+        parts = {k: resize_to(v, map_grid(x, v), mode).float() for k, v in native.maps.items()}
+        maps = parts[native.primary]
+        finite = torch.stack([torch.isfinite(p.flatten(1)).all(dim=1) for p in parts.values()]).all(dim=0).tolist()
+        shapes = {k: list(v.shape[1:]) for k, v in native.maps.items()}
+        outs = [Outcome({k: p[i].cpu() for k, p in parts.items()} if ok else None, shapes,
                         errors=[] if ok else [("explain", FloatingPointError("map contains NaN or inf"))])
                 for i, ok in enumerate(finite)]
+        for key, val in native.extras.items():
+            for o, v in zip(outs, val.detach().float().cpu(), strict=True):
+                o.values[key] = v.reshape(-1).tolist()
         keep = [i for i, ok in enumerate(finite) if ok]
-        if keep:
-            for name, mparams in self.job.metrics.items():
-                self._metric(name, mparams, x[keep], maps[keep], targets[keep], [outs[i] for i in keep],
+        for name, mparams in self.job.metrics.items():
+            need = xcore.metrics.METRICS.get(name).needs
+            idx = [i for i in keep if all(items[i].ann.get(n) is not None for n in need)]
+            if idx:
+                extra = {n: [items[i].ann[n] for i in idx] for n in need}
+                self._metric(name, {**mparams, **extra}, x[idx], maps[idx], targets[idx], [outs[i] for i in idx],
                              single=len(items) == 1)
         per_sample = (time.perf_counter() - t0) * 1000 / len(items)
         for o in outs:
@@ -208,8 +224,9 @@ class ExplainWorker:
                         "pred": it.pred, "meta": it.meta, "method": method}
                 ok = o is not None and o.map is not None and not o.errors
                 if o is not None and o.map is not None:
-                    expl.append({**base, "score": it.score, "params": params, **encode_heatmap(o.map),
-                                 "native_shape": o.native_shape})
+                    for part, m in o.map.items():
+                        expl.append({**base, "part": part, "score": it.score, "params": params,
+                                     **encode_heatmap(m), "native_shape": o.native_shape[part]})
                 mets.append({**base, "pred_score": it.score, **(o.values if o is not None else {}),
                              "status": "ok" if ok else "error",
                              "error_type": None if ok else self._first_error(it, method),

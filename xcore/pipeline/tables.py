@@ -1,8 +1,10 @@
 """Arrow schemas of the explain job's tables and the assembly of one shard's tables from rows.
 
 Metric columns come from each metric's ``per_sample_keys``: keys ending in ``_curve`` or named in its
-``list_keys`` are ``list<float32>``, all others ``float64``. Error rows keep them null. ``meta`` is the sample's
-scalar annotations as JSON (e.g. a skeleton's ``valid_frames``, ``subject``, ``camera``).
+``list_keys`` are ``list<float32>``, all others ``float64``; a method's declared ``extras`` (e.g. freeze-frame
+predictions) are ``list<float32>`` columns of its own metrics files. Error rows keep them null. ``meta`` is the
+sample's scalar annotations as JSON (e.g. a skeleton's ``valid_frames``, ``subject``, ``camera``). ``part`` names
+the map of a multi-part method (``"map"`` for single-map methods; e.g. ``temporal`` / ``spatial`` / ``full``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+import xcore.explain
 import xcore.metrics
 from xcore.io.parquet import HEATMAP_FIELDS
 from xcore.io.runs import RunLayout
@@ -21,7 +24,7 @@ _ID = [pa.field("sample_id", pa.string()), pa.field("index", pa.int64()), pa.fie
        pa.field("target", pa.int64()), pa.field("pred", pa.int64()), pa.field("meta", pa.string())]
 
 EXPLANATIONS = pa.schema([*_ID, pa.field("score", pa.float64()), pa.field("method", pa.string()),
-                          pa.field("params", pa.string()), *HEATMAP_FIELDS,
+                          pa.field("part", pa.string()), pa.field("params", pa.string()), *HEATMAP_FIELDS,
                           pa.field("native_shape", pa.list_(pa.int32())), pa.field("run_key", pa.string())])
 
 METRICS_HEAD = [*_ID, pa.field("pred_score", pa.float64()), pa.field("method", pa.string())]
@@ -45,8 +48,10 @@ def metric_fields(metrics: dict[str, Any]) -> list[pa.Field]:
     return fields
 
 
-def metrics_schema(metrics: dict[str, Any]) -> pa.Schema:
-    return pa.schema([*METRICS_HEAD, *metric_fields(metrics), *METRICS_TAIL])
+def metrics_schema(metrics: dict[str, Any], extras: tuple[str, ...] = ()) -> pa.Schema:
+    """The ``metrics`` schema: identity, every metric's columns, the method's ``extras`` (list columns), status."""
+    extra = [pa.field(k, pa.list_(pa.float32())) for k in extras]
+    return pa.schema([*METRICS_HEAD, *metric_fields(metrics), *extra, *METRICS_TAIL])
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema, key: str) -> pa.Table:
@@ -58,12 +63,12 @@ def build_tables(layout: RunLayout, shard: Shard, key: str,
                  errors: list[dict[str, Any]], methods: dict[str, Any],
                  metrics: dict[str, Any]) -> tuple[dict[Path, pa.Table], dict[str, int]]:
     """Every file of ``shard``: explanations and metrics per method, then errors (possibly empty)."""
-    mschema = metrics_schema(metrics)
     tables: dict[Path, pa.Table] = {}
     ok = failed = 0
     for method in methods:
         expl, mets = rows[method]
         tables[layout.table_path("explanations", shard, method)] = _table(expl, EXPLANATIONS, key)
+        mschema = metrics_schema(metrics, xcore.explain.METHODS.get(method).extras)
         tables[layout.table_path("metrics", shard, method)] = _table(mets, mschema, key)
         ok += sum(r["status"] == "ok" for r in mets)
         failed += sum(r["status"] != "ok" for r in mets)
