@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 import xcore.explain as xe
+from xcore.models import build_model
 from xcore.models.video import (
     C3D,
     CNNLSTM,
@@ -214,3 +215,18 @@ def test_torchvision_video_builders(build: Any, t_out: int) -> None:
     with torch.no_grad():
         torch.testing.assert_close(out, model.fc(store["layer4"].mean(dim=(2, 3, 4))), rtol=1e-4, atol=1e-5)
     assert model.fc.out_features == 6
+
+
+def test_video_models_carry_their_presets_input_bounds_for_lrp():
+    """z^β bounds = the preset's normalised uint8 range: Kinetics (0 − mean)/std … (1 − mean)/std, C3D −mean …
+    255 − mean."""
+    from xcore.explain.lrp import input_bounds
+
+    lo, hi = build_model("r3d_18", 3).xcore_input_bounds
+    assert lo == pytest.approx([-0.43216 / 0.22803, -0.394666 / 0.22145, -0.37645 / 0.216989])
+    assert hi == pytest.approx([(1 - 0.43216) / 0.22803, (1 - 0.394666) / 0.22145, (1 - 0.37645) / 0.216989])
+    lo, hi = build_model("c3d", 3).xcore_input_bounds
+    assert lo == pytest.approx([-90.0, -98.0, -102.0]) and hi == pytest.approx([165.0, 157.0, 153.0])
+    low, high = input_bounds(build_model("small3d", 3), torch.zeros(1, 3, 4, 8, 8), None, None)
+    assert low.flatten().tolist() == pytest.approx([-0.43216 / 0.22803, -0.394666 / 0.22145, -0.37645 / 0.216989])
+    assert tuple(high.shape) == (1, 3, 1, 1, 1)

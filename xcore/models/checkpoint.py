@@ -103,6 +103,10 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tup
     meta = read_meta(path)
     model = build_model(meta["arch"], int(meta["num_classes"]), **(meta.get("arch_kwargs") or {}))
     load_weights(model, path)
+    if meta.get("preset"):  # a video checkpoint: LRP's z^β bounds are its preset's input range
+        from xcore.data.video import video_preset
+
+        model.xcore_input_bounds = video_preset(str(meta["preset"])).input_bounds()
     return model.to(device).eval(), meta
 
 

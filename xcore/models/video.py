@@ -190,30 +190,38 @@ class Small3DCNN(nn.Module):
         return self.classifier(self.pool(self.features(x)).flatten(1))
 
 
+def _bounded(model: nn.Module, preset: str) -> nn.Module:
+    """Set ``xcore_input_bounds`` (LRP's z^β bounds) to the input range of the architecture's preset."""
+    from xcore.data.video import video_preset
+
+    model.xcore_input_bounds = video_preset(preset).input_bounds()
+    return model
+
+
 def build_c3d(num_classes: int, **kw: Any) -> nn.Module:
-    """:class:`C3D` (``dropout``), CAM layer ``conv5b``."""
-    return C3D(num_classes, **kw)
+    """:class:`C3D` (``dropout``), CAM layer ``conv5b``; input bounds of the ``c3d`` preset."""
+    return _bounded(C3D(num_classes, **kw), "c3d")
 
 
 def build_cnn_lstm(num_classes: int, **kw: Any) -> nn.Module:
     """:class:`CNNLSTM` (``hidden``, ``backbone``; last hidden state), CAM layer ``cnn.layer4`` (B·T, C, h, w)."""
-    return CNNLSTM(num_classes, **kw)
+    return _bounded(CNNLSTM(num_classes, **kw), "kinetics")
 
 
 def build_cnn_lstm_attention(num_classes: int, **kw: Any) -> nn.Module:
     """:class:`CNNLSTM` with softmax temporal attention (``last_attention`` (B, T)), CAM layer ``cnn.layer4``."""
-    return CNNLSTM(num_classes, **{**kw, "attention": True})
+    return _bounded(CNNLSTM(num_classes, **{**kw, "attention": True}), "kinetics")
 
 
 def build_small3d(num_classes: int, **kw: Any) -> nn.Module:
     """:class:`Small3DCNN` (``width``, ``in_channels``), CAM layer ``features.3``."""
-    return Small3DCNN(num_classes, **kw)
+    return _bounded(Small3DCNN(num_classes, **kw), "kinetics")
 
 
 def _video_resnet(fn: Any, num_classes: int, **kw: Any) -> nn.Module:
     model = fn(weights=None, num_classes=num_classes, **kw)
     model.xcore_cam_layer = "layer4"
-    return model
+    return _bounded(model, "kinetics")
 
 
 def build_r3d_18(num_classes: int, **kw: Any) -> nn.Module:
