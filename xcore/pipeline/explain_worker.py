@@ -31,7 +31,7 @@ from xcore.pipeline.batching import BatchSize, SampleOOMError, robust_map
 from xcore.pipeline.tables import build_tables
 
 MAX_MESSAGE = 2000
-ANNOTATIONS = ("boxes",)  # non-scalar sample annotations that metrics may need
+ANNOTATIONS = ("boxes",)  # non-scalar sample annotations metrics may need (also kept in the meta JSON)
 
 
 @dataclass
@@ -117,8 +117,8 @@ class ExplainWorker:
             sample = self.dataset.load(index)
             it.x = sample.x
             it.ann = {k: v for k, v in sample.meta.items() if k in ANNOTATIONS}
-            it.meta = json.dumps({k: v for k, v in sample.meta.items() if isinstance(v, int | float | str | bool)},
-                                 sort_keys=True)
+            it.meta = json.dumps({k: v for k, v in sample.meta.items()
+                                  if isinstance(v, int | float | str | bool) or k in ANNOTATIONS}, sort_keys=True)
         except Exception as err:
             self._fail(it, "load", None, err)
         return it
