@@ -1,0 +1,101 @@
+"""Per-frame Grad-CAM for CNN-LSTM video models (001_bccc7524706a9455.txt §2.2, §3; methods.md §7.2).
+
+The per-frame 2-D CNN runs on all frames at once with the frames folded into the batch, so the CAM layer's
+activation is ``A`` (B·T, K, h, w), row ``b·T + t`` = frame t of clip b (:class:`xcore.models.video.CNNLSTM`).
+With ``A^{(t)}`` that frame's slice and ``y^c`` the explained score (through the LSTM and the classifier):
+
+- ``α^{(t)}_k = (1/hw) Σ_ij ∂y^c/∂A^{(t)}_kij`` (one weight per channel *and frame*),
+- ``map_t = ReLU(Σ_k α^{(t)}_k A^{(t)}_k)``, stacked to (B, T, h, w); :func:`xcore.explain.run` resizes it
+  trilinearly to T×H×W (T is kept, each frame upsampled).
+
+Frame relevance (extra ``frame_relevance``, (B, T)): the model's softmax attention weights ``a_t``
+(``model.last_attention`` of this forward) when it has attention (methods.md §7.2); otherwise — an xcore choice,
+not from the seed — each frame's Grad-CAM mass ``Σ_ij map_t`` divided by the clip's total (sums to 1; all 0 when
+the whole map is 0).
+
+cuDNN: cuDNN's RNN backward refuses eval mode (Captum #564, #1159). The autograd node of an RNN is chosen at its
+forward, so it suffices that every RNN module's *forward* runs without cuDNN: the non-cuDNN LSTM is built from
+ordinary differentiable ops (matmuls, gates) whose backward never calls cuDNN. :func:`rnn_without_cudnn` scopes
+``cudnn.enabled = False`` to each ``nn.RNNBase`` forward on CUDA (convs keep cuDNN); CNNLSTM also guards itself.
+Not exercised on a GPU in this repository's tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from xcore.errors import UsageError
+from xcore.explain.base import Explanation, Target, default_layer, register
+from xcore.explain.gradcam import activation_and_gradient, pool_weights, weighted_sum
+
+
+@contextlib.contextmanager
+def rnn_without_cudnn(model: nn.Module) -> Iterator[None]:
+    """Within the block, every ``nn.RNNBase`` submodule of ``model`` runs its CUDA forward with cuDNN disabled
+    (so its backward works in eval mode); the flag is restored after each call and on exit, hooks removed."""
+    prev = torch.backends.cudnn.enabled
+    saved: list[bool] = []
+
+    def pre(_m: nn.Module, args: Any) -> None:
+        saved.append(torch.backends.cudnn.enabled)
+        if any(isinstance(a, Tensor) and a.is_cuda for a in args):
+            torch.backends.cudnn.enabled = False
+
+    def post(_m: nn.Module, _args: Any, _out: Any) -> None:
+        torch.backends.cudnn.enabled = saved.pop()
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.RNNBase):
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        torch.backends.cudnn.enabled = prev
+
+
+def frame_cams(act: Tensor, grad: Tensor, batch: int, relu: bool = True) -> Tensor:
+    """Per-frame Grad-CAM (B, T, h, w) from folded activations / gradients (B·T, K, h, w), row ``b·T + t``."""
+    if act.ndim != 4 or act.shape[0] % batch:
+        raise UsageError(f"lstm_gradcam needs a layer with frames folded into the batch (B·T, K, h, w); "
+                         f"got {tuple(act.shape)} for a batch of {batch}")
+    cams = weighted_sum(pool_weights(grad, "global"), act, relu)  # α^{(t)}_k: mean over h×w of each row
+    return cams.reshape(batch, -1, *cams.shape[1:])
+
+
+def frame_mass(cams: Tensor) -> Tensor:
+    """Each frame's share of the map's total mass (B, T); 0 where the total is 0."""
+    mass = cams.flatten(2).sum(dim=2)
+    total = mass.sum(dim=1, keepdim=True)
+    return mass / total.masked_fill(total == 0, 1.0)
+
+
+@register("lstm_gradcam", extras=("frame_relevance",))
+def lstm_gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, relu: bool = True,
+                 softmax: bool = False) -> Explanation:
+    """Per-frame Grad-CAM maps (B, T, h, w) of a CNN-LSTM on clips ``x`` (B, C, T, H, W) plus the frame relevance.
+
+    ``layer`` (default ``model.xcore_cam_layer``, ``cnn.layer4`` for CNNLSTM) must output (B·T, K, h, w).
+    """
+    if x.ndim != 5:
+        raise UsageError(f"lstm_gradcam needs clips (B, C, T, H, W); got shape {tuple(x.shape)}")
+    B, T = x.shape[0], x.shape[2]
+    with rnn_without_cudnn(model):
+        act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
+    if act.shape[0] != B * T:
+        raise UsageError(f"layer output has {act.shape[0]} rows, expected B·T = {B * T} (frames folded into "
+                         f"the batch)")
+    cams = frame_cams(act, grad, B, relu)
+    attention = getattr(model, "last_attention", None)
+    if isinstance(attention, Tensor) and tuple(attention.shape) == (B, T):
+        relevance = attention.detach().to(cams.dtype)
+    else:
+        relevance = frame_mass(cams)
+    return Explanation({"map": cams}, {"frame_relevance": relevance})
