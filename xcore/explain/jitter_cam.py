@@ -11,11 +11,19 @@ The CAM of a p×p image is m×m, one cell per ``k = p/m`` pixels. The image is e
 Each spatial axis is handled on its own (m_h×m_w maps, ``d = (d_h, d_w)``; default ``d = m``, i.e. double the native
 map, per axis). Rounding for a non-integer k (unverified in the thesis): offsets ``o_i = floor(i·p/m + 1/2)``
 (half-up, integer arithmetic) and ``p' = p + o_d``, so the last patch ends exactly on the enlarged image's edge.
-Video (B, C, T, H, W) is jittered in space only (frames resized independently; the base map keeps its T').
+Video (B, C, T, H, W) is jittered in space only by default (frames resized independently; the base map keeps its
+T'). ``temporal=True`` extends the method to the time axis (not in the thesis: a project extension): the clip is
+enlarged trilinearly over (T, H, W) to ``(T + o_{d_t}, H + o_{d_h}, W + o_{d_w})``, the ``(d_t+1)(d_h+1)(d_w+1)``
+patches start at the offsets of each axis, and eqs 5.1–5.2 accumulate over the three axes; default ``d_t = m_t``
+(doubling T', the same rule as space). :func:`offsets`, :func:`enlarge` and :func:`accumulate` work on any number
+of axes.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,29 +40,44 @@ def offsets(p: int, m: int, d: int) -> list[int]:
     return [(2 * i * p + m) // (2 * m) for i in range(d + 1)]
 
 
-def enlarge(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear (``align_corners=False``) resize of the last two dims of ``x`` (B, C, *T, H, W) to ``size``."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    flat = x.reshape(-1, 1, *x.shape[-2:])
-    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*x.shape[:-2], *size)
+def enlarge(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Resize the last ``len(size)`` dims of ``x`` (B, C, ...) to ``size``: (bi-/tri)linear, ``align_corners=False``.
 
-
-def accumulate(cams: Tensor, d: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """``J`` and ``C`` of eqs 5.1–5.2 from the patch maps ``cams`` (n, B, *T', m_h, m_w), n = (d_h+1)(d_w+1).
-
-    Patch ``q`` sits at cell offset ``(q // (d_w+1), q % (d_w+1))``. Returns J (B, *T', m_h+d_h, m_w+d_w) and the
-    count C (m_h+d_h, m_w+d_w), the same for every sample.
+    Leading axes whose size does not change are left alone (not interpolated), so ``size = (T, H', W')`` with the
+    clip's own T is exactly the per-frame bilinear resize; (bi-/tri)linear resizing is separable, so enlarging
+    (T, H, W) at once equals resizing time and space one after the other.
     """
-    (dh, dw), (mh, mw) = d, cams.shape[-2:]
-    if cams.shape[0] != (dh + 1) * (dw + 1):
-        raise ValueError(f"expected {(dh + 1) * (dw + 1)} patch maps, got {cams.shape[0]}")
-    J = cams.new_zeros(*cams.shape[1:-2], mh + dh, mw + dw)
-    C = cams.new_zeros(mh + dh, mw + dw)
-    for q, cam in enumerate(cams):
-        i, j = divmod(q, dw + 1)
-        J[..., i : i + mh, j : j + mw] += cam
-        C[i : i + mh, j : j + mw] += 1
+    size = tuple(int(s) for s in size)
+    n = len(size)
+    while n and x.shape[x.ndim - n] == size[-n]:
+        n -= 1  # drop unchanged leading axes
+    if n == 0:
+        return x
+    size, lead = size[len(size) - n :], x.shape[: x.ndim - n]
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[n]
+    flat = x.reshape(-1, 1, *x.shape[x.ndim - n :])
+    return F.interpolate(flat, size=size, mode=mode, align_corners=False).reshape(*lead, *size)
+
+
+def accumulate(cams: Tensor, d: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """``J`` and ``C`` of eqs 5.1–5.2 from the patch maps ``cams`` (n, B, *lead, *m) over the last ``len(d)`` axes.
+
+    ``n = Π (d_a + 1)``; patch ``q`` sits at cell offset ``unravel(q, (d_1+1, ..., d_N+1))`` (row-major: the last
+    axis varies fastest; 2-D: ``(q // (d_w+1), q % (d_w+1))``). Returns J (B, *lead, *(m + d)) and the count C
+    (*(m + d)), the same for every sample.
+    """
+    d = tuple(int(v) for v in d)
+    grid = tuple(v + 1 for v in d)
+    if cams.shape[0] != math.prod(grid):
+        raise ValueError(f"expected {math.prod(grid)} patch maps, got {cams.shape[0]}")
+    m = tuple(cams.shape[cams.ndim - len(d) :])
+    size = tuple(a + b for a, b in zip(m, d, strict=True))
+    J = cams.new_zeros(*cams.shape[1 : cams.ndim - len(d)], *size)
+    C = cams.new_zeros(size)
+    for cam, corner in zip(cams, itertools.product(*(range(g) for g in grid)), strict=True):
+        window = (Ellipsis, *(slice(o, o + k) for o, k in zip(corner, m, strict=True)))
+        J[window] += cam
+        C[window[1:]] += 1
     return J, C
 
 
@@ -67,17 +90,38 @@ def _pair(d: int | tuple[int, int] | list[int] | None, m: tuple[int, int]) -> tu
     return dd[0], dd[1]
 
 
+def _enlargements(x: Tensor, m: tuple[int, ...], d: int | tuple[int, int] | list[int] | None, temporal: bool,
+                  d_t: int | None) -> tuple[int, ...]:
+    """Per jittered axis ``d``: (d_h, d_w), or (d_t, d_h, d_w) with ``temporal`` (default: m, doubling the map)."""
+    if temporal and (x.ndim != 5 or len(m) != 3):
+        raise UsageError(f"temporal jitter needs clips (B, C, T, H, W) and a (B, T', H', W') base map; got x "
+                         f"{tuple(x.shape)} and a map with {len(m)} dims")
+    grid = tuple(x.shape[x.ndim - len(m) :]) if temporal else tuple(x.shape[-2:])
+    m_ax = m if temporal else m[-2:]
+    if min(m_ax) < 1 or any(a > b for a, b in zip(m_ax, grid, strict=True)):
+        raise UsageError(f"base map {m_ax} does not fit the input {grid}")
+    dd = _pair(d, (m[-2], m[-1]))
+    if not temporal:
+        return dd
+    if d_t is not None and (not isinstance(d_t, int) or d_t < 0):
+        raise UsageError(f"d_t must be a non-negative int; got {d_t!r}")
+    return (m[0] if d_t is None else d_t, *dd)
+
+
 @register("jitter_cam")
 def jitter_cam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, base: str = "gradcam",
-               d: int | tuple[int, int] | None = None, batch_size: int = 32,
-               base_params: dict[str, Any] | None = None) -> Tensor:
-    """Jitter-CAM map (B, *T', m_h+d_h, m_w+d_w) = J / C (eqs 5.1–5.3) of the CAM method ``base``.
+               d: int | tuple[int, int] | None = None, temporal: bool = False, d_t: int | None = None,
+               batch_size: int = 32, base_params: dict[str, Any] | None = None) -> Tensor:
+    """Jitter-CAM map = J / C (eqs 5.1–5.3) of the CAM method ``base``: (B, *T', m_h+d_h, m_w+d_w), or
+    (B, m_t+d_t, m_h+d_h, m_w+d_w) with ``temporal=True``.
 
     ``layer`` and ``base_params`` go to ``base`` (any registered CAM method, called at native resolution).
-    ``d`` = CAM enlargement per axis (default: m, doubling the native map). The predicted class is fixed on the
-    clean input first; every patch is explained for its sample's class (callable targets are passed through).
-    Patches are stacked patch-major (row ``q·B + b`` = patch q of sample b) and explained ``batch_size`` rows at a
-    time, at least one patch of every sample per pass.
+    ``d`` = CAM enlargement per spatial axis (default: m, doubling the native map). ``temporal`` (clips only)
+    jitters time too: the clip is enlarged trilinearly over (T, H, W), patches of the clip's size are also taken at
+    offsets along t, and ``d_t`` (default m_t, the same doubling rule) sets the temporal enlargement; ``d_t = 0``
+    gives the spatial-only result. The predicted class is fixed on the clean input first; every patch is explained
+    for its sample's class (callable targets are passed through). Patches are stacked patch-major (row ``q·B + b``
+    = patch q of sample b) and explained ``batch_size`` rows at a time, at least one patch of every sample per pass.
     """
     method = METHODS.get(base)
     if not method.uses_layer or base == "jitter_cam":
@@ -95,21 +139,22 @@ def jitter_cam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None
     def explain(batch: Tensor, tgt: Target) -> Tensor:
         return method.fn(model, batch, tgt, **params).detach()
 
-    m = tuple(explain(x, target).shape[-2:])
-    B, (H, W) = x.shape[0], x.shape[-2:]
-    if min(m) < 1 or m[0] > H or m[1] > W:
-        raise UsageError(f"base map {m} does not fit the image {(H, W)}")
-    dh, dw = _pair(d, (int(m[0]), int(m[1])))
-    oh, ow = offsets(H, m[0], dh), offsets(W, m[1], dw)
-    big = enlarge(x, (H + oh[-1], W + ow[-1]))  # p' = p + o_d ≈ p·(m+d)/m
-    corners = [(a, b) for a in oh for b in ow]
+    m_full = tuple(int(v) for v in explain(x, target).shape[1:])
+    dd = _enlargements(x, m_full, d, temporal, d_t)
+    n = len(dd)  # jittered axes: the last n of the input and of the map
+    p, m = tuple(int(v) for v in x.shape[x.ndim - n :]), m_full[len(m_full) - n :]
+    offs = [offsets(pa, ma, da) for pa, ma, da in zip(p, m, dd, strict=True)]
+    big = enlarge(x, [pa + o[-1] for pa, o in zip(p, offs, strict=True)])  # p' = p + o_d ≈ p·(m+d)/m per axis
+    corners = list(itertools.product(*offs))
+    B = x.shape[0]
     cams = []
     for start, stop in spans(len(corners), B, batch_size):
-        patches = torch.cat([big[..., a : a + H, b : b + W] for a, b in corners[start:stop]])
+        patches = torch.cat([big[(Ellipsis, *(slice(o, o + pa) for o, pa in zip(c, p, strict=True)))]
+                             for c in corners[start:stop]])
         cam = explain(patches, target.tile(stop - start))
         cams.append(cam.reshape(stop - start, B, *cam.shape[1:]))
     out = torch.cat(cams)
-    if tuple(out.shape[-2:]) != m:
-        raise UsageError(f"base map size changed from {m} to {tuple(out.shape[-2:])} on a patch")
-    J, C = accumulate(out, (dh, dw))
+    if tuple(out.shape[2:]) != m_full:
+        raise UsageError(f"base map size changed from {m_full} to {tuple(out.shape[2:])} on a patch")
+    J, C = accumulate(out, dd)
     return J / C

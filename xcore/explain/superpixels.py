@@ -11,7 +11,12 @@ Every variant is scikit-image's ``slic`` (its k-means, seeding, window and conne
 are prepared so that the distance is exactly eq 3.4 / 3.5 / 3.6. scikit-image min–max rescales its input to [0, 1]
 (over all channels) before clustering and multiplies features by ``1/compactness``; the helpers undo that rescale
 through ``compactness``, so each weight keeps its thesis meaning (a *divisor*: larger = less influence, ``inf`` =
-the term dropped). 2-D images only (SWAG-V's 3-D supervoxels, §4.3, are not implemented here).
+the term dropped).
+
+Every helper serves 2-D images and 3-D volumes alike (SWAG-V's supervoxels, thesis §4.3, methods.md §6): arrays are
+(*S, F) with S = (H, W) or (T, H, W); scikit-image's ``slic`` clusters (T, H, W, F) volumes with ``channel_axis=-1``
+(seeds on its ``regular_grid`` over T×H×W, ``w_s`` = the largest seed spacing, unit voxel spacing in t, y and x).
+``g`` is min–max scaled over the whole clip (methods.md §6).
 """
 
 from __future__ import annotations
@@ -31,18 +36,20 @@ VARIANTS = ("image", "gradient", "both")
 
 
 def denormalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """One normalised image (C, H, W) → an (H, W, 3) float64 RGB array in [0, 1] (grey C = 1 is replicated)."""
-    if x.ndim != 3:
-        raise UsageError(f"superpixels need one 2-D image (C, H, W); got shape {tuple(x.shape)}")
+    """One normalised image (C, H, W) or clip (C, T, H, W) → a (*S, 3) float64 RGB array in [0, 1] (grey C = 1 is
+    replicated)."""
+    if x.ndim not in (3, 4):
+        raise UsageError(f"superpixels need one image (C, H, W) or clip (C, T, H, W); got shape {tuple(x.shape)}")
     c = x.shape[0]
     if c not in (1, 3):
         raise UsageError(f"SLIC on the image needs 1 (grey) or 3 (RGB) channels; got {c}")
     m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
     if m.size not in (1, c) or s.size not in (1, c):
         raise UsageError(f"mean/std have {m.size}/{s.size} entries for a {c}-channel image")
-    img = x.detach().cpu().double().numpy() * s.reshape(-1, 1, 1) + m.reshape(-1, 1, 1)
-    img = np.clip(img, 0.0, 1.0).transpose(1, 2, 0)
-    return np.repeat(img, 3, axis=2) if c == 1 else img
+    bcast = (-1, *([1] * (x.ndim - 1)))
+    img = x.detach().cpu().double().numpy() * s.reshape(bcast) + m.reshape(bcast)
+    img = np.moveaxis(np.clip(img, 0.0, 1.0), 0, -1)
+    return np.repeat(img, 3, axis=-1) if c == 1 else img
 
 
 def gradient_channel(scores: np.ndarray) -> np.ndarray:
@@ -69,7 +76,7 @@ def _check_weight(name: str, w: float) -> float:
 
 
 def slic_features(features: np.ndarray, n_segments: int, **slic_kw: object) -> np.ndarray:
-    """SLIC on (H, W, F) features with distance ``sqrt(|Δf|² + (d_s/w_s)²)`` exactly (features pre-divided by weights).
+    """SLIC on (*S, F) features with distance ``sqrt(|Δf|² + (d_s/w_s)²)`` exactly (features pre-divided by weights).
 
     scikit-image rescales to [0, 1] by the global range ``r`` and then multiplies by ``1/compactness``;
     ``compactness = 1/r`` cancels both. Labels start at 0.
@@ -82,7 +89,8 @@ def slic_features(features: np.ndarray, n_segments: int, **slic_kw: object) -> n
 
 
 def slic_image(rgb: np.ndarray, n_segments: int = 300, compactness: float = 10.0) -> np.ndarray:
-    """SWAG_I / LIME_I superpixels (eq 3.4): scikit-image SLIC on the RGB image (CIELAB), ``w_c = compactness``."""
+    """SWAG_I / LIME_I superpixels (eq 3.4): scikit-image SLIC on the RGB image or clip (*S, 3) (CIELAB),
+    ``w_c = compactness``."""
     return slic(np.asarray(rgb, dtype=np.float64), n_segments=n_segments,
                 compactness=_check_weight("compactness", compactness), channel_axis=-1, start_label=0)
 
@@ -90,7 +98,7 @@ def slic_image(rgb: np.ndarray, n_segments: int = 300, compactness: float = 10.0
 def slic_gradient(scores: np.ndarray, n_segments: int = 300, compactness: float = 10.0) -> np.ndarray:
     """SWAG_G / LIME_G superpixels (eq 3.6): SLIC on ``g`` (M scaled to [0, 100]) as one grey channel.
 
-    ``w_g = compactness``; ``scores`` = M (H, W).
+    ``w_g = compactness``; ``scores`` = M (H, W) or (T, H, W).
 
     scikit-image rescales ``g`` back to [0, 1], so it is given ``compactness = w_g / 100``.
     """
@@ -119,7 +127,8 @@ def slic_image_gradient(rgb: np.ndarray, scores: np.ndarray, n_segments: int = 3
 
 def segment(superpixels: str, rgb: np.ndarray | None, scores: np.ndarray | None, *, n_segments: int = 300,
             compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0) -> np.ndarray:
-    """(H, W) int labels 0..K-1 for one image by variant ``"image"`` | ``"gradient"`` | ``"both"`` (methods.md §5)."""
+    """(*S) int labels 0..K-1 for one image (H, W) or clip (T, H, W) by variant ``"image"`` | ``"gradient"`` |
+    ``"both"`` (methods.md §5, §6)."""
     if superpixels == "image":
         return slic_image(rgb, n_segments, compactness)  # type: ignore[arg-type]
     if superpixels == "gradient":

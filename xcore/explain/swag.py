@@ -7,7 +7,8 @@
 3. Each superpixel ``R_i`` gets the pooled score of M inside it — the mean, eq 3.1, by default; the Table 3.6
    alternatives are selectable — and every pixel is painted with its superpixel's score.
 
-2-D images (B, C, H, W) with C = 3 (RGB) or 1 (grey) only; SWAG-V (3-D supervoxels, §4.3) is not implemented.
+2-D images (B, C, H, W) with C = 3 (RGB) or 1 (grey). The same steps on clips (B, C, T, H, W) with 3-D supervoxels
+are SWAG-V (:mod:`xcore.explain.swag_v`, §4.3); both share :func:`superpixel_map`.
 """
 
 from __future__ import annotations
@@ -70,15 +71,16 @@ def paint_superpixels(scores: Tensor, segments: Tensor, pooling: str = "mean") -
 def swag_segments(x: Tensor, scores: Tensor | None, *, superpixels: str = "both", n_segments: int = 300,
                   compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
                   mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """SWAG's superpixels for a batch (B, C, H, W): a (B, H, W) long tensor of labels 0..K_b-1 on CPU.
+    """SWAG's superpixels for a batch (B, C, *S): a (B, *S) long tensor of labels 0..K_b-1 on CPU.
 
-    ``scores`` = M (B, H, W) is needed for ``"gradient"`` / ``"both"``; ``x`` is de-normalised with ``mean`` / ``std``
-    for the image features. Each image is segmented separately on CPU.
+    S = (H, W) images (superpixels) or (T, H, W) clips (SWAG-V's 3-D supervoxels, §4.3). ``scores`` = M (B, *S) is
+    needed for ``"gradient"`` / ``"both"``; ``x`` is de-normalised with ``mean`` / ``std`` for the image features.
+    Each image / clip is segmented separately on CPU.
     """
     if superpixels not in VARIANTS:
         raise UsageError(f"unknown superpixels {superpixels!r}; use one of {', '.join(VARIANTS)}")
-    if x.ndim != 4:
-        raise UsageError(f"SWAG takes 2-D images (B, C, H, W); got shape {tuple(x.shape)} (SWAG-V is not implemented)")
+    if x.ndim not in (4, 5):
+        raise UsageError(f"superpixels need images (B, C, H, W) or clips (B, C, T, H, W); got shape {tuple(x.shape)}")
     if superpixels != "image" and scores is None:
         raise UsageError(f"superpixels={superpixels!r} needs the pixel scores M")
     m_np = None if scores is None else scores.detach().cpu().double().numpy()
@@ -90,6 +92,21 @@ def swag_segments(x: Tensor, scores: Tensor | None, *, superpixels: str = "both"
             segment(superpixels, rgb, mb, n_segments=n_segments, compactness=compactness, w_c=w_c, w_g=w_g),
             dtype=np.int64)))
     return torch.stack(out)
+
+
+def superpixel_map(model: nn.Module, x: Tensor, target: Target, *, superpixels: str, n_segments: int, pooling: str,
+                   compactness: float, w_c: float, w_g: float, softmax: bool, mean: Sequence[float],
+                   std: Sequence[float]) -> Tensor:
+    """SWAG / SWAG-V map (B, *S) for x (B, C, *S): ``M = max_c |GB|`` (one batched guided backward), SLIC superpixels
+    of every sample (:func:`swag_segments`), each painted with the pooled M of its superpixel (eq 3.1)."""
+    if pooling not in POOLINGS:
+        raise UsageError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
+    M = guided_backprop(model, x, target, reduce="max_abs", softmax=softmax).detach()  # (B, *S), batched
+    segs = swag_segments(x, M, superpixels=superpixels, n_segments=n_segments, compactness=compactness,
+                         w_c=w_c, w_g=w_g, mean=mean, std=std).to(M.device)
+    k = int(segs.reshape(segs.shape[0], -1).amax(dim=1).max()) + 1
+    offset = torch.arange(segs.shape[0], device=M.device).view(-1, *([1] * (segs.ndim - 1))) * k  # disjoint labels
+    return paint_superpixels(M, segs + offset, pooling)
 
 
 @register("swag")
@@ -106,13 +123,7 @@ def swag(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "bot
     ``pooling = "mean"`` (eq 3.1; Table 3.6 options in :data:`POOLINGS`). ``mean`` / ``std``: the input
     normalisation, undone for the image features. Non-negative (M ≥ 0), so "signed" is trivially positive.
     """
-    if pooling not in POOLINGS:
-        raise UsageError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
     if x.ndim != 4:
-        raise UsageError(f"SWAG takes 2-D images (B, C, H, W); got shape {tuple(x.shape)} (SWAG-V is not implemented)")
-    M = guided_backprop(model, x, target, reduce="max_abs", softmax=softmax).detach()  # (B, H, W), batched
-    segs = swag_segments(x, M, superpixels=superpixels, n_segments=n_segments, compactness=compactness,
-                         w_c=w_c, w_g=w_g, mean=mean, std=std).to(M.device)
-    k = int(segs.reshape(segs.shape[0], -1).amax(dim=1).max()) + 1
-    offset = torch.arange(segs.shape[0], device=M.device).view(-1, 1, 1) * k  # disjoint labels per sample
-    return paint_superpixels(M, segs + offset, pooling)
+        raise UsageError(f"SWAG takes 2-D images (B, C, H, W); got shape {tuple(x.shape)} (use swag_v for clips)")
+    return superpixel_map(model, x, target, superpixels=superpixels, n_segments=n_segments, pooling=pooling,
+                          compactness=compactness, w_c=w_c, w_g=w_g, softmax=softmax, mean=mean, std=std)

@@ -1,0 +1,45 @@
+"""SWAG-V — SWAG on video with 3-D SLIC supervoxels (thesis §4.3–4.4; methods.md §6).
+
+The image method (:mod:`xcore.explain.swag`, §3.3–3.6) applied to a clip (B, C, T, H, W):
+
+1. ``M(t, y, x) = max_c |GB_c(t, y, x)|``: guided backprop per voxel, backpropagated from the target's softmax score
+   as in SWAG (§3.6.3; ``softmax=False`` for the logit); one batched backward pass.
+2. Supervoxels: scikit-image ``slic`` on the clip volume (T, H, W, C) (:mod:`xcore.explain.superpixels`), variants
+   SWAG-V_I (``"image"``, eq 3.4 in 3-D, ``w_c = compactness``), SWAG-V_G (``"gradient"``, eq 3.6, ``g`` = M min–max
+   scaled to [0, 100] over the whole clip, ``w_g = compactness``) and SWAG-V_{I+G} (``"both"``, eq 3.5,
+   ``D' = sqrt((d_c/w_c)² + (d_s/w_s)² + (d_g/w_g)²)`` with d_s over (t, y, x)).
+3. Mean pooling (eq 3.1) per supervoxel, every voxel painted with its supervoxel's score.
+
+Final parameters (§4.4.4, chosen on Kinetics-400 with R(2+1)D): guided backprop, ``K = 120`` supervoxels,
+``w_c = 20``, ``w_g = 9``; ``compactness = 10`` (SLIC's default) for the single-feature variants (unverified for
+video). ``mean`` / ``std`` default to the torchvision Kinetics normalisation (R3D / MC3 / R(2+1)D); pass the model's
+own (C3D's BGR mean-only input needs ``mean`` / ``std`` in its units and channel order) so that the colour features
+are the clip's true RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from xcore.data.video import KINETICS_MEAN, KINETICS_STD
+from xcore.errors import UsageError
+from xcore.explain.base import Target, register
+from xcore.explain.swag import superpixel_map
+
+
+@register("swag_v")
+def swag_v(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "both", n_segments: int = 120,
+           pooling: str = "mean", compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
+           softmax: bool = True, mean: Sequence[float] = KINETICS_MEAN,
+           std: Sequence[float] = KINETICS_STD) -> Tensor:
+    """SWAG-V map (B, T, H, W): per-voxel guided-backprop scores mean-pooled over 3-D SLIC supervoxels (§4.3).
+
+    Parameters as :func:`xcore.explain.swag.swag` with the SWAG-V defaults of §4.4.4 (``n_segments = 120``,
+    ``w_c = 20``, ``w_g = 9``). Non-negative (M ≥ 0).
+    """
+    if x.ndim != 5:
+        raise UsageError(f"SWAG-V takes clips (B, C, T, H, W); got shape {tuple(x.shape)} (use swag for images)")
+    return superpixel_map(model, x, target, superpixels=superpixels, n_segments=n_segments, pooling=pooling,
+                          compactness=compactness, w_c=w_c, w_g=w_g, softmax=softmax, mean=mean, std=std)
