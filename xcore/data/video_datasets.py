@@ -1,10 +1,11 @@
 """Video dataset readers: UCF-101 (+ UCF101-24 boxes), HMDB51 and Kinetics-400 (formats.md sections 3-5).
 
-Each reader indexes split files and folders on construction (no decoding); ``load(i)`` decodes the centre clip of
-``clip_len`` frames (:func:`~xcore.data.video.centre_indices`) and returns a :class:`~xcore.data.base.Sample` with
-``x`` float (C, T, H, W) and ``meta`` = ``frames`` (decodable frame count), ``indices`` (0-based frames of the clip),
-``path`` and, for UCF-101 videos with UCF101-24 tubes, ``boxes``: one list of [xmin, ymin, xmax, ymax] per clip
-frame, in the pixels of ``x``. A missing, unreadable or too-short video raises :class:`SampleError`.
+Each reader indexes split files and folders on construction (no decoding); ``load(i)`` decodes the entry's clip of
+``clip_len`` frames — the centre clip (:func:`~xcore.data.video.centre_indices`) unless the entry names its start
+(UCF-101 ``clips="localisation"``) — and returns a :class:`~xcore.data.base.Sample` with ``x`` float (C, T, H, W)
+and ``meta`` = ``frames`` (decodable frame count), ``indices`` (0-based frames of the clip), ``path`` and, for
+UCF-101 videos with UCF101-24 tubes, ``boxes``: one list of [xmin, ymin, xmax, ymax] per clip frame, in the pixels
+of ``x``. A missing, unreadable or too-short video raises :class:`SampleError`.
 The UCF101-24 pickles are read by :mod:`xcore.data.ucf24` (a restricted unpickler, formats.md 4).
 """
 
@@ -14,11 +15,13 @@ import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from xcore.data.base import DATASETS, Sample
 from xcore.data.ucf24 import UCF24_FILES, VideoBoxes, load_ucf24
-from xcore.data.video import DEFAULT_TIMEOUT, VideoTransform, centre_indices, frame_count, read_clip
+from xcore.data.video import DEFAULT_TIMEOUT, VideoTransform, centre_indices, frame_count, read_clip, sliding_indices
 from xcore.errors import UsageError
 
 VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov"})
@@ -42,6 +45,35 @@ def _first_dir(root: Path, candidates: Sequence[str], marker: str | None = None)
 
 
 # ---------------------------------------------------------------------------------------------- UCF101-24 boxes
+
+LOCALISATION_STEP = 8  # localisation clips start every 8 frames (metrics.md §3.2)
+
+
+def localisation_video(video: VideoBoxes, clip_len: int = 16) -> bool:
+    """The thesis's video rules (metrics.md §3.2): a tube, at most one box on every frame (single actor) and at
+    least ``clip_len`` (16) contiguous annotated frames."""
+    frames = np.concatenate([t.frames for t in video.tubes] or [np.zeros(0, np.int64)])
+    annotated = np.unique(frames)
+    if len(annotated) < len(frames) or len(annotated) == 0:  # no tube, or two boxes on one frame
+        return False
+    breaks = np.flatnonzero(np.diff(annotated) != 1)
+    runs = np.diff(np.concatenate([[-1], breaks, [len(annotated) - 1]]))
+    return int(runs.max()) >= clip_len
+
+
+def localisation_starts(video: VideoBoxes, clip_len: int = 16, step: int = LOCALISATION_STEP,
+                        stride: int = 1) -> list[int]:
+    """First frames of the thesis's weak-localisation clips of one UCF101-24 video (metrics.md §3.2, §4.5.3).
+
+    No clips for a video :func:`localisation_video` drops; otherwise clips start at frames 0, ``step``, 2 ``step``...
+    of the video's ``n_frames`` (those that fit, :func:`~xcore.data.video.sliding_indices`) and are kept only if
+    every frame of the clip has a GT box.
+    """
+    if not localisation_video(video, clip_len) or video.n_frames < (clip_len - 1) * stride + 1:
+        return []
+    have = {int(f) for t in video.tubes for f in t.frames}
+    return [clip[0] for clip in sliding_indices(video.n_frames, clip_len, step, stride) if have.issuperset(clip)]
+
 
 # ---------------------------------------------------------------------------------------------- readers
 
@@ -73,8 +105,17 @@ class _Resolver:
         return self._files[d.name].get(name.lower(), d / name)
 
 
+class Entry(NamedTuple):
+    """One indexed clip: ``start`` is its first frame, ``None`` for the video's centre clip."""
+
+    sample_id: str
+    path: Path
+    label: int
+    start: int | None = None
+
+
 class VideoFolderDataset:
-    """Shared part of the video readers: an index of (sample id, path, label) and the clip ``load``."""
+    """Shared part of the video readers: an index of :class:`Entry` (sample id, path, label, start) and ``load``."""
 
     name = "video"
 
@@ -83,7 +124,7 @@ class VideoFolderDataset:
         self.transform = transform if transform is not None else VideoTransform()
         self.clip_len, self.stride, self.backend, self.timeout = clip_len, stride, backend, timeout
         self.classes: list[str] = []
-        self._items: list[tuple[str, Path, int]] = []
+        self._items: list[Entry] = []
 
     def __len__(self) -> int:
         return len(self._items)
@@ -92,22 +133,28 @@ class VideoFolderDataset:
         return f"{type(self).__name__}(n={len(self)}, classes={len(self.classes)}, clip_len={self.clip_len})"
 
     def path(self, index: int) -> Path:
-        return self._items[index][1]
+        return self._items[index].path
 
     def sample_id(self, index: int) -> str:
-        return self._items[index][0]
+        return self._items[index].sample_id
 
     def label(self, index: int) -> int:
-        return self._items[index][2]
+        return self._items[index].label
 
     def annotation(self, index: int) -> VideoBoxes | None:
         """Spatio-temporal boxes of the video, when the reader has them."""
         return None
 
+    def clip_indices(self, index: int, n_frames: int) -> list[int]:
+        """The 0-based frames of entry ``index``'s clip: from its ``start``, else the centre clip."""
+        start = self._items[index].start  # a clip past the end: read_clip raises "too short"
+        return centre_indices(n_frames, self.clip_len, self.stride) if start is None else [
+            start + k * self.stride for k in range(self.clip_len)]
+
     def load(self, index: int) -> Sample:
         path = self.path(index)
         n = frame_count(path)
-        indices = centre_indices(n, self.clip_len, self.stride)
+        indices = self.clip_indices(index, n)
         frames = read_clip(path, indices, backend=self.backend, timeout=self.timeout)
         meta: dict[str, Any] = {"frames": n, "indices": indices, "path": str(path)}
         ann = self.annotation(index)
@@ -139,6 +186,12 @@ class UCF101Reader(VideoFolderDataset):
     so the folder part of the path names the class, matched case-insensitively, and files are found
     case-insensitively. ``annotations``: a UCF101-24 pickle (default: the first of :data:`UCF24_FILES` under
     ``root``); videos it covers get ``meta["boxes"]``.
+
+    ``clips="centre"`` (default): one sample per video, its centre clip. ``clips="localisation"``: the thesis's
+    weak-localisation set (metrics.md §3.2; 697 videos / 10,704 clips on test split 1): for every listed video with
+    a tube, the clips of :func:`localisation_starts` (every 8 frames, every frame boxed, single-actor videos with
+    >= 16 contiguous annotated frames), sample ids ``<video>@<start>``; ``localisation_videos`` names the kept
+    videos (annotation keys), including those that yield no clip.
     """
 
     name = "ucf101"
@@ -146,9 +199,11 @@ class UCF101Reader(VideoFolderDataset):
     VIDEO_DIRS = ("UCF-101", "UCF101", "videos", ".")
 
     def __init__(self, root: Path | str, split: str = "test", fold: int = 1, annotations: Path | str | None = None,
-                 **kw: Any) -> None:
+                 clips: str = "centre", **kw: Any) -> None:
         super().__init__(**kw)
-        self.root, self.split, self.fold = Path(root), split, fold
+        self.root, self.split, self.fold, self.clips = Path(root), split, fold, clips
+        if clips not in ("centre", "localisation"):
+            raise UsageError(f"unknown UCF-101 clips {clips!r}; use 'centre' or 'localisation'")
         _check_fold(fold, "UCF-101")
         test = _test_split(split, "UCF-101")
         lists = _first_dir(self.root, self.LIST_DIRS, "classInd.txt")
@@ -167,13 +222,33 @@ class UCF101Reader(VideoFolderDataset):
             if folder.lower() not in by_name:
                 raise UsageError(f"{split_file}: {rel} is not in a classInd class folder")
             label = int(given) - 1 if given.strip() else by_name[folder.lower()]
-            self._items.append((Path(fname).stem, videos.find(folder, fname), label))
+            self._items.append(Entry(Path(fname).stem, videos.find(folder, fname), label))
             self._keys.append(f"{folder}/{Path(fname).stem}".lower())
         ann_path = Path(annotations) if annotations is not None else next(
             (self.root / f for f in UCF24_FILES if (self.root / f).is_file()), None)
         self.boxes: dict[str, VideoBoxes] = {}
         if ann_path is not None:
             self.boxes = {k.lower(): v for k, v in load_ucf24(ann_path).videos.items()}
+        self.localisation_videos: list[str] = []
+        if clips == "localisation":
+            self._localisation_clips()
+
+    def _localisation_clips(self) -> None:
+        """Replace the one-clip-per-video index by the localisation clips (:func:`localisation_starts`)."""
+        if not self.boxes:
+            raise UsageError(f"clips='localisation' needs UCF101-24 annotations ({' or '.join(UCF24_FILES)} under "
+                             f"{self.root}, or annotations=)")
+        items: list[Entry] = []
+        keys: list[str] = []
+        for entry, key in zip(self._items, self._keys, strict=True):
+            video = self.boxes.get(key)
+            if video is None or not localisation_video(video, self.clip_len):
+                continue
+            self.localisation_videos.append(key)
+            starts = localisation_starts(video, self.clip_len, LOCALISATION_STEP, self.stride)
+            items += [entry._replace(sample_id=f"{entry.sample_id}@{s}", start=s) for s in starts]
+            keys += [key] * len(starts)
+        self._items, self._keys = items, keys
 
     def annotation(self, index: int) -> VideoBoxes | None:
         return self.boxes.get(self._keys[index])
@@ -221,7 +296,7 @@ class HMDB51Reader(VideoFolderDataset):
                 if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                     raise UsageError(f"{folder / fname}: expected '<video>.avi <0|1|2>', got {ln!r}")
                 if parts[1] == tag:
-                    self._items.append((Path(parts[0]).stem, videos.find(cls, parts[0]), label))
+                    self._items.append(Entry(Path(parts[0]).stem, videos.find(cls, parts[0]), label))
 
 
 class KineticsReader(VideoFolderDataset):
@@ -260,7 +335,7 @@ class KineticsReader(VideoFolderDataset):
             if stem not in clips:
                 self.missing += 1
                 continue
-            self._items.append((stem, clips[stem], index[r["label"]] if r.get("label") else -1))
+            self._items.append(Entry(stem, clips[stem], index[r["label"]] if r.get("label") else -1))
 
     def _classes(self, classes: Sequence[str] | Path | str | None, csv_path: Path) -> list[str]:
         if classes is None and (self.root / "classes.txt").is_file():

@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xcore.metrics.deletion_insertion import auc, deletion_insertion
+from xcore.metrics.localisation import localisation_error, weak_localisation
 from xcore.metrics.node_masking import node_masking
 from xcore.registry import Registry, keyword_defaults, merge_params
 
-__all__ = ["METRICS", "Metric", "auc", "available", "deletion_insertion", "node_masking", "validate"]
+__all__ = ["METRICS", "Metric", "auc", "available", "deletion_insertion", "localisation_error", "node_masking",
+           "validate", "weak_localisation"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ METRICS.add("deletion_insertion", Metric(
 METRICS.add("node_masking", Metric(
     "node_masking", node_masking, keyword_defaults(node_masking),
     ("important_preds", "unimportant_preds"), list_keys=("important_preds", "unimportant_preds")))
+_LOC_KEYS = ("loc_val_iou", "loc_mean_iou", "loc_energy_iou")
+METRICS.add("weak_localisation", Metric(
+    "weak_localisation", weak_localisation,
+    {k: v for k, v in keyword_defaults(weak_localisation).items() if k != "boxes"},  # boxes: per sample (needs)
+    _LOC_KEYS, list_keys=_LOC_KEYS, needs=("boxes",)))
 
 
 def available() -> list[str]:
