@@ -4,7 +4,10 @@ Config (a plain dict, so it crosses process boundaries): ``dataset`` (root path)
 ("imagenet", "ntu"; default: the checkpoint's ``dataset_kind``, else "imagenet"), ``split`` ("val"; for NTU a
 bare part means the checkpoint's benchmark, e.g. "xview/val"), ``model`` (checkpoint path), ``methods``
 {name: params}, ``metrics`` {name: params}, ``shard_size``, ``out``, ``run_id`` (default: the run key),
-``batch_size`` (samples per explain batch), ``device`` (``None``: CUDA when available), ``seed``.
+``batch_size`` (samples per explain batch), ``device`` (``None``: CUDA when available), ``seed``, ``target``
+("pred": the class predicted on the clean input, the default; "label": the ground-truth class, as weak
+localisation and the pointing game define it, metrics.md §3-4) and ``reader`` (reader options over the
+checkpoint's, e.g. ``{"clips": "localisation"}`` for the UCF101-24 localisation clips).
 
 The driver builds the job (cheap: validates paths, methods, layers and metrics; indexes the dataset); each
 actor builds it again and calls :meth:`ExplainJob.worker` once to hold the model on its device.
@@ -28,7 +31,8 @@ from xcore.models import load_checkpoint, weights_digest
 from xcore.pipeline.base import JOBS, Shard, plan_shards
 
 DEFAULTS: dict[str, Any] = {"dataset_kind": None, "split": "val", "methods": None, "metrics": None,
-                            "shard_size": 256, "run_id": None, "batch_size": 16, "device": None, "seed": 0}
+                            "shard_size": 256, "run_id": None, "batch_size": 16, "device": None, "seed": 0,
+                            "target": "pred", "reader": None}
 REQUIRED = ("dataset", "model", "out")
 
 
@@ -52,6 +56,9 @@ def explain_config(config: dict[str, Any]) -> dict[str, Any]:
             raise UsageError(f"{key} must be >= 1")
         cfg[key] = int(cfg[key])
     cfg["seed"] = int(cfg["seed"])
+    if cfg["target"] not in ("pred", "label"):
+        raise UsageError(f"target must be 'pred' or 'label', not {cfg['target']!r}")
+    cfg["reader"] = dict(cfg["reader"] or {})
     return cfg
 
 
@@ -104,14 +111,15 @@ class ExplainJob:
         kind = cfg["dataset_kind"] = cfg["dataset_kind"] or self.model_meta.get("dataset_kind") or "imagenet"
         if kind == "ntu" and "/" not in cfg["split"] and cfg["split"] != "all":
             cfg["split"] = f"{self.model_meta.get('benchmark') or 'xsub'}/{cfg['split']}"
-        self.reader_kwargs = reader_kwargs(kind, self.model_meta)
+        self.reader_kwargs = {**reader_kwargs(kind, self.model_meta), **cfg["reader"]}
         self.n_samples = len(self.open_dataset())
         self.run_key = run_key({
             "dataset": {"root": str(Path(cfg["dataset"]).resolve()), "kind": cfg["dataset_kind"],
                         "split": cfg["split"], "n": self.n_samples},
             "model": {"arch": self.model_meta.get("arch"), "weights": weights_digest(model_path)},
             "methods": self.methods, "metrics": self.metrics, "preprocessing": self.preprocessing,
-            "shard_size": cfg["shard_size"], "seed": cfg["seed"]})
+            "shard_size": cfg["shard_size"], "seed": cfg["seed"],
+            **({"target": cfg["target"]} if cfg["target"] != "pred" else {})})
         self.run_id = cfg["run_id"] or self.run_key
         self.run_dir = str(Path(cfg["out"]) / self.run_id)
         self.layout = RunLayout(self.run_dir)

@@ -1,12 +1,12 @@
 """The explain worker: one shard -> explanations, metrics and errors tables, written atomically, then committed.
 
 Per shard: load every sample (a failure is one ``errors`` row, stage ``load``), predict the clean batch (the
-target is the predicted class), then per method explain the batch, check the maps are finite, and compute
-every metric from the full-precision primary map (a multi-part method, e.g. ``discriminative``, stores one
-explanations row per part and its per-sample extras in its metrics rows). A metric that ``needs`` an
-annotation (``boxes``) gets it from the samples' ``meta`` and is computed on the samples that have one.
-Batch failures fall back to one sample at a time; OOM halves the
-batch (:mod:`xcore.pipeline.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
+target is the predicted class, or the label with config ``target="label"``), then per method explain the
+batch, check the maps are finite, and compute every metric from the full-precision primary map (a multi-part
+method, e.g. ``discriminative``, stores one explanations row per part and its per-sample extras in its metrics
+rows). A metric that ``needs`` an annotation (``boxes``) gets it from the samples' ``meta`` and is computed on
+the samples that have one. Batch failures fall back to one sample at a time; OOM halves the batch
+(:mod:`xcore.pipeline.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class ExplainWorker:
     def _explain(self, method: str, items: list[Item]) -> list[Outcome]:
         t0 = time.perf_counter()
         x = torch.stack([it.x for it in items]).to(self.device)
-        targets = torch.tensor([it.pred for it in items], dtype=torch.long)
+        targets = torch.tensor([self._target(it) for it in items], dtype=torch.long)
         params = dict(self.job.methods[method])
         if "seeds" in params and params["seeds"] is None:
             params["seeds"] = [stable_seed(params.get("seed", self.job.config["seed"]), it.index) for it in items]
@@ -199,6 +199,10 @@ class ExplainWorker:
                     o.errors.append(("metric", FloatingPointError(f"{name}.{key} is NaN or inf")))
                 o.values[key] = v.tolist() if v.ndim else float(v)
 
+    def _target(self, it: Item) -> int | None:
+        """The explained class: the prediction on the clean input, or the label with ``target="label"``."""
+        return it.label if self.job.config["target"] == "label" else it.pred
+
     # --- rows -----------------------------------------------------------------------------------------
 
     def _fail(self, it: Item, stage: str, method: str | None, err: BaseException) -> None:
@@ -220,7 +224,7 @@ class ExplainWorker:
             params = json.dumps(self.job.methods[method], sort_keys=True, default=str)
             expl, mets = [], []
             for it, o in sorted(results, key=lambda r: r[0].index):
-                base = {"sample_id": it.sample_id, "index": it.index, "label": it.label, "target": it.pred,
+                base = {"sample_id": it.sample_id, "index": it.index, "label": it.label, "target": self._target(it),
                         "pred": it.pred, "meta": it.meta, "method": method}
                 ok = o is not None and o.map is not None and not o.errors
                 if o is not None and o.map is not None:
