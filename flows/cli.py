@@ -26,6 +26,10 @@ DEMO_MODEL = Path(".xcore/models/smallcnn.pt")
 SKELETON_MODEL = Path(".xcore/models/stgcn.pt")
 SKELETON_METHODS = ("stg_gradcam", "stg_gradient", "random")  # stg_cam ranks like stg_gradcam (a scaled copy)
 SKELETON_METRICS = ("deletion_insertion", "node_masking")
+VIDEO_MODEL = Path(".xcore/models/small3d.pt")
+VIDEO_METHODS = ("gradcam", "saliency_tubes", "swag_v", "guided_backprop", "random")
+VIDEO_METRICS = ("deletion_insertion", "weak_localisation")
+MODALITIES = ("image", "skeleton", "video")
 
 
 def fail(err: Exception, code: int = 2) -> typer.Exit:
@@ -131,14 +135,14 @@ def run(dataset: Path = typer.Option(..., help="dataset root"),
 @app.command()
 def train(data: Path | None = typer.Option(None, help="dataset root (default: the synthetic data)"),
           out: Path | None = typer.Option(None, help="checkpoint path (default: the demo model of the modality)"),
-          modality: str = typer.Option("image", help="image (small CNN) or skeleton (ST-GCN)"),
+          modality: str = typer.Option("image", help="image (small CNN), skeleton (ST-GCN) or video (3-D CNN)"),
           arch: str | None = None, benchmark: str = typer.Option("xsub", help="skeleton: xsub, xview, ..."),
           width: float | None = typer.Option(None, help="skeleton: ST-GCN channel multiplier (default 0.125)"),
           epochs: int | None = None, seed: int = 0) -> None:
     """Train a model on a dataset's train split (generates the synthetic data when missing)."""
     try:
-        if modality not in ("image", "skeleton"):
-            raise UsageError(f"unknown modality {modality!r}; use image or skeleton")
+        if modality not in MODALITIES:
+            raise UsageError(f"unknown modality {modality!r}; use image, skeleton or video")
         kw: dict[str, Any] = {"seed": seed}
         if epochs is not None:
             kw["epochs"] = epochs
@@ -156,24 +160,41 @@ def train(data: Path | None = typer.Option(None, help="dataset root (default: th
 
 def synthetic_root(modality: str) -> Path:
     """The embedded default data of ``modality``, generated on first use (seeded, idempotent)."""
-    from xcore.data import default_data_root, default_skeleton_root, generate, generate_skeletons
+    import xcore.data as data
 
-    return generate_skeletons(default_skeleton_root()) if modality == "skeleton" else generate(default_data_root())
+    if modality == "video":
+        return data.generate_videos(data.default_video_root())
+    if modality == "skeleton":
+        return data.generate_skeletons(data.default_skeleton_root())
+    return data.generate(data.default_data_root())
 
 
 def demo_model(modality: str) -> Path:
-    return SKELETON_MODEL if modality == "skeleton" else DEMO_MODEL
+    return {"skeleton": SKELETON_MODEL, "video": VIDEO_MODEL}.get(modality, DEMO_MODEL)
+
+
+def demo_methods(modality: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The demo's (methods, metrics) of ``modality``; the video ones that are not registered (yet) are left out."""
+    if modality == "skeleton":
+        return SKELETON_METHODS, SKELETON_METRICS
+    if modality == "video":
+        import xcore.explain
+        import xcore.metrics
+
+        methods, metrics = set(xcore.explain.available()), set(xcore.metrics.available())
+        return (tuple(m for m in VIDEO_METHODS if m in methods), tuple(m for m in VIDEO_METRICS if m in metrics))
+    return DEMO_METHODS, ("deletion_insertion",)
 
 
 def train_checkpoint(modality: str, root: Path, out: Path, **kw: Any) -> dict[str, Any]:
-    """``train_model`` / ``train_skeleton`` with a per-epoch progress line."""
-    from xcore.models import train_model, train_skeleton
+    """``train_model`` / ``train_skeleton`` / ``train_video`` with a per-epoch progress line."""
+    from xcore.models import train_model, train_skeleton, train_video
 
     def progress(info: dict[str, Any]) -> None:
         console.print(f"epoch {info.get('epoch')}/{info.get('epochs')}: loss {info.get('loss', 0):.3f}, "
                       f"val accuracy {info.get('val_accuracy', 0):.3f} ({info.get('seconds', 0):.0f} s)")
 
-    trainer = train_skeleton if modality == "skeleton" else train_model
+    trainer = {"skeleton": train_skeleton, "video": train_video}.get(modality, train_model)
     meta = trainer(root, out, progress=progress, **kw)
     console.print(f"saved {out} (val accuracy {meta.get('val_accuracy')})")
     return meta
@@ -181,26 +202,25 @@ def train_checkpoint(modality: str, root: Path, out: Path, **kw: Any) -> dict[st
 
 @app.command()
 def demo(out: Path = typer.Option(Path(".xcore/runs"), help="output root"),
-         modality: str = typer.Option("all", help="image, skeleton or all"),
+         modality: str = typer.Option("all", help="image, skeleton, video or all"),
          executor: str = "ray", shard_size: int = 32, batch_size: int = 16) -> None:
     """Synthetic data -> small models trained here -> explanations + metrics -> summary (and skeleton report)."""
-    modalities = ("image", "skeleton") if modality == "all" else (modality,)
+    modalities = MODALITIES if modality == "all" else (modality,)
     code = 0
     for mod in modalities:
         try:
-            if mod not in ("image", "skeleton"):
-                raise UsageError(f"unknown modality {mod!r}; use image, skeleton or all")
+            if mod not in MODALITIES:
+                raise UsageError(f"unknown modality {mod!r}; use image, skeleton, video or all")
             root, model = synthetic_root(mod), demo_model(mod)
             if not model.is_file():
                 console.print(f"training the {mod} demo model -> {model}")
                 train_checkpoint(mod, root, model)
         except UsageError as err:
             raise fail(err) from None
-        methods, metrics = (SKELETON_METHODS, SKELETON_METRICS) if mod == "skeleton" else (DEMO_METHODS,
-                                                                                            ("deletion_insertion",))
+        methods, metrics = demo_methods(mod)
         config = {"dataset": str(root), "model": str(model), "methods": {m: {} for m in methods},
                   "metrics": {m: {} for m in metrics}, "shard_size": shard_size, "out": str(out),
-                  "batch_size": batch_size}
+                  "batch_size": batch_size, "split": "test" if mod == "video" else None}
         code = max(code, execute(config, executor=executor, max_attempts=3, shard_timeout=None))
     raise typer.Exit(code)
 

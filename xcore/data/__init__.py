@@ -11,8 +11,13 @@ from xcore.data.imagenet import ImageNetReader
 from xcore.data.ntu import NTUReader  # registers "ntu"
 from xcore.data.skeleton_synthetic import generate_skeletons
 from xcore.data.synthetic import generate
-from xcore.data.video_datasets import HMDB51Reader, KineticsReader, UCF101Reader  # registers ucf101, hmdb51, kinetics400
 from xcore.data.transforms import ImageTransform
+from xcore.data.video_datasets import (  # registers ucf101, hmdb51, kinetics400
+    HMDB51Reader,
+    KineticsReader,
+    UCF101Reader,
+)
+from xcore.data.video_synthetic import generate_videos
 from xcore.errors import UsageError
 
 DATASETS.add("imagenet", ImageNetReader)
@@ -20,17 +25,19 @@ DATASETS.add("imagenet", ImageNetReader)
 __all__ = [
     "DATASETS",
     "Dataset",
+    "HMDB51Reader",
     "ImageNetReader",
     "ImageTransform",
-    "HMDB51Reader",
     "KineticsReader",
     "NTUReader",
     "Sample",
     "UCF101Reader",
     "default_data_root",
     "default_skeleton_root",
+    "default_video_root",
     "generate",
     "generate_skeletons",
+    "generate_videos",
     "open_dataset",
 ]
 
@@ -43,6 +50,11 @@ def default_data_root() -> Path:
 def default_skeleton_root() -> Path:
     """Where the synthetic skeletons live: ``$XCORE_SKELETON_DATA`` or ``.xcore/data/ntu`` (relative to the CWD)."""
     return Path(os.environ.get("XCORE_SKELETON_DATA", ".xcore/data/ntu"))
+
+
+def default_video_root() -> Path:
+    """Where the synthetic videos live: ``$XCORE_VIDEO_DATA`` or ``.xcore/data/ucf`` (relative to the CWD)."""
+    return Path(os.environ.get("XCORE_VIDEO_DATA", ".xcore/data/ucf"))
 
 
 def open_dataset(kind: str, root: Path | str, split: str = "val", **kw: Any) -> Dataset:

@@ -334,6 +334,12 @@ class VideoTransform(ImageTransform):
         std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
         return (x - mean) / std
 
+    def input_bounds(self) -> tuple[list[float], list[float]]:
+        """Per-channel (low, high) of the model's input space: uint8 0 and 255 normalised (LRP's z^β bounds,
+        methods.md §8: "use the true min/max of the model's input space")."""
+        return ([(0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True)],
+                [(255.0 * self.scale - m) / s for m, s in zip(self.mean, self.std, strict=True)])
+
     def __call__(self, frames: np.ndarray) -> Tensor:  # type: ignore[override]
         x = self.resize_crop(frames).permute(1, 0, 2, 3)  # (3, T, size, size)
         if self.bgr:
@@ -351,11 +357,17 @@ def c3d_transform() -> VideoTransform:
     return VideoTransform(112, (128, 171), C3D_MEAN_BGR, (1.0, 1.0, 1.0), 1.0, bgr=True)
 
 
-PRESETS = {"kinetics": kinetics_transform, "c3d": c3d_transform}
+def small_transform() -> VideoTransform:
+    """The "kinetics" preset at half size for CPU training: 64x85 -> centre crop 56, Kinetics mean / std (keeps
+    the same part of the frame as 128x171 -> 112)."""
+    return VideoTransform(56, (64, 85), KINETICS_MEAN, KINETICS_STD, 1.0 / 255.0, bgr=False)
+
+
+PRESETS = {"kinetics": kinetics_transform, "c3d": c3d_transform, "small": small_transform}
 
 
 def video_preset(name: str) -> VideoTransform:
-    """The named preprocessing preset: "kinetics" or "c3d"."""
+    """The named preprocessing preset: "kinetics", "c3d" or "small"."""
     if name not in PRESETS:
         raise ValueError(f"unknown video preset {name!r}; use one of {', '.join(PRESETS)}")
     return PRESETS[name]()

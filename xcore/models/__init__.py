@@ -6,6 +6,7 @@ from xcore.models.checkpoint import load_checkpoint, save_checkpoint, weights_di
 from xcore.models.smallcnn import SmallCNN
 from xcore.models.train import train_model
 from xcore.models.train_skeleton import train_skeleton
+from xcore.models.train_video import train_video
 from xcore.models.zoo import MODELS, build_model, load_weights
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "save_checkpoint",
     "train_model",
     "train_skeleton",
+    "train_video",
     "weights_digest",
 ]
