@@ -77,6 +77,8 @@ def box_mass_report(run_dir: Path | str, method: str) -> dict[str, Any]:
 def freeze_frame_report(run_dir: Path | str, method: str = "discriminative") -> dict[str, Any]:
     """Freeze-frame clips of ``method`` (extras ``freeze_preds`` / ``freeze_scores``): the share predicted as the
     clip's label, the share predicted as the clip's own prediction, and the mean probability of the explained class."""
+    if "freeze_preds" not in _columns(run_dir):
+        return {"clips": 0}
     rows = query_rows(run_dir, "SELECT label, pred, freeze_preds, freeze_scores FROM metrics "
                                "WHERE method = ? AND status = 'ok' AND freeze_preds IS NOT NULL", [method])
     if not rows:
@@ -91,3 +93,54 @@ def freeze_frame_report(run_dir: Path | str, method: str = "discriminative") -> 
 def discriminative_report(run_dir: Path | str, method: str = "discriminative") -> dict[str, Any]:
     """Mass in boxes per part plus the freeze-frame predictions (the issue's acceptance numbers)."""
     return {"method": method, "parts": box_mass_report(run_dir, method), "freeze": freeze_frame_report(run_dir, method)}
+
+
+def method_table(run_dir: Path | str) -> list[dict[str, Any]]:
+    """Per method: ok clips, mean deletion / insertion AUC, and the best weak-localisation error % per family
+    (the thesis's Tables 4.2 / 4.3 layout), from whichever of those metrics the run computed."""
+    from xcore.analysis.localisation import localisation_report
+    from xcore.io.query import method_summary
+
+    rows = {r["method"]: {"method": r["method"], "clips": r["ok"], "deletion_auc": r.get("deletion_auc"),
+                          "insertion_auc": r.get("insertion_auc")} for r in method_summary(run_dir)}
+    try:
+        loc = localisation_report(run_dir)
+    except ValueError:  # the run has no weak_localisation rows
+        loc = []
+    for r in loc:
+        row = rows.setdefault(r["method"], {"method": r["method"]})
+        row[f"loc_{r['family']}_error"] = r["best_error"]
+        row[f"loc_{r['family']}_alpha"] = r["best_alpha"]
+    return [rows[m] for m in sorted(rows)]
+
+
+def write_video_report(run_dir: Path | str) -> dict[str, Any]:
+    """The video report of a run -> ``<run>/analysis/video.json`` (atomic): the method table, the share of
+    positive relevance inside the boxes per method and part, and the freeze-frame report of multi-part methods."""
+    from xcore.io.runs import write_json_atomic
+
+    run_dir = Path(run_dir)
+    methods = [r[0] for r in _distinct(run_dir)]
+    report = {"methods": method_table(run_dir),
+              "mass_in_boxes": {m: box_mass_report(run_dir, m) for m in methods},
+              "freeze_frames": {m: rep for m in methods if (rep := freeze_frame_report(run_dir, m))["clips"]}}
+    write_json_atomic(run_dir / "analysis" / "video.json", report)
+    return report
+
+
+def _distinct(run_dir: Path) -> list[tuple[Any, ...]]:
+    return _sql(run_dir, "SELECT DISTINCT method FROM explanations ORDER BY 1")
+
+
+def _columns(run_dir: Path | str) -> set[str]:
+    return {r[0] for r in _sql(run_dir, "DESCRIBE metrics")}
+
+
+def _sql(run_dir: Path | str, sql: str) -> list[tuple[Any, ...]]:
+    from xcore.io.query import connect, rows
+
+    con = connect(run_dir)
+    try:
+        return rows(con, sql)[1]
+    finally:
+        con.close()
