@@ -27,7 +27,8 @@ SKELETON_MODEL = Path(".xcore/models/stgcn.pt")
 SKELETON_METHODS = ("stg_gradcam", "stg_gradient", "random")  # stg_cam ranks like stg_gradcam (a scaled copy)
 SKELETON_METRICS = ("deletion_insertion", "node_masking")
 VIDEO_MODEL = Path(".xcore/models/small3d.pt")
-VIDEO_METHODS = ("gradcam", "saliency_tubes", "swag_v", "guided_backprop", "random")
+VIDEO_METHODS = ("gradcam", "gradcam_pp", "saliency_tubes", "swag_v", "discriminative", "guided_backprop", "centre",
+                 "random")
 VIDEO_METRICS = ("deletion_insertion", "weak_localisation")
 MODALITIES = ("image", "skeleton", "video")
 
@@ -48,7 +49,10 @@ def parse_value(text: str) -> Any:
 
 
 def parse_params(methods: list[str], params: list[str]) -> dict[str, dict[str, Any]]:
-    """``--method m`` and ``--param m.key=value`` -> ``{method: {key: value}}`` (UsageError on a bad spec)."""
+    """``--method m`` and ``--param m.key=value`` -> ``{method: {key: value}}`` (UsageError on a bad spec).
+
+    ``methods`` may hold metric names too: a parameter goes to whichever selected name it starts with.
+    """
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for spec in params:
         name, sep, value = spec.partition("=")
@@ -56,7 +60,7 @@ def parse_params(methods: list[str], params: list[str]) -> dict[str, dict[str, A
         if not sep or not dot or not key:
             raise UsageError(f"--param {spec!r}: use METHOD.NAME=VALUE")
         if method not in out:
-            raise UsageError(f"--param {spec!r}: method {method!r} is not selected with --method")
+            raise UsageError(f"--param {spec!r}: {method!r} is not selected with --method / --metric")
         out[method][key] = parse_value(value)
     return out
 
@@ -78,7 +82,7 @@ def execute(config: dict[str, Any], *, executor: str, max_attempts: int, shard_t
     from flows.explain import explain_dataset  # imports Prefect; Ray starts inside the dispatch task
 
     params = {k: cfg[k] for k in ("dataset", "model", "methods", "metrics", "shard_size", "out", "run_id",
-                                  "split", "dataset_kind", "batch_size", "device", "seed")}
+                                  "split", "dataset_kind", "batch_size", "device", "seed", "target", "reader")}
     with ShardProgress(console):
         state = explain_dataset(**params, executor=executor, max_attempts=max_attempts,
                                 shard_timeout=shard_timeout, actors=actors, return_state=True)
@@ -86,6 +90,9 @@ def execute(config: dict[str, Any], *, executor: str, max_attempts: int, shard_t
         show_summary(job.run_dir)
     for path in sorted((Path(job.run_dir) / "analysis").glob("skeleton_*.json")) if report else []:
         print_report(json.loads(path.read_text()), path)
+    video = Path(job.run_dir) / "analysis" / "video.json"
+    if report and video.is_file():
+        print_video_report(json.loads(video.read_text()), video)
     if state.is_failed():
         print(f"error: run failed: {' '.join(str(state.message).split())}", file=sys.stderr)
         return 1
@@ -107,7 +114,7 @@ def show_summary(run_dir: str | Path) -> None:
 def run(dataset: Path = typer.Option(..., help="dataset root"),
         model: Path = typer.Option(..., help="checkpoint (.pt with a .json sidecar)"),
         method: list[str] = typer.Option(..., "--method", "-m", help="explanation method (repeat)"),
-        param: list[str] = typer.Option([], "--param", "-p", help="METHOD.NAME=VALUE (repeat)"),
+        param: list[str] = typer.Option([], "--param", "-p", help="METHOD.NAME=VALUE or METRIC.NAME=VALUE (repeat)"),
         metric: list[str] = typer.Option(["deletion_insertion"], "--metric", help="metric (repeat)"),
         shard_size: int = typer.Option(256, help="samples per shard (one Parquet file per table)"),
         out: Path = typer.Option(Path("runs"), help="output root; the run goes to OUT/RUN_ID"),
@@ -118,16 +125,27 @@ def run(dataset: Path = typer.Option(..., help="dataset root"),
         device: str | None = None, seed: int = 0,
         executor: str = typer.Option("ray", help="ray (actor pool) or local (in process)"),
         max_attempts: int = 3, shard_timeout: float | None = None,
-        actors: int | None = typer.Option(None, help="actor count (default: one per GPU, else one)")) -> None:
+        actors: int | None = typer.Option(None, help="actor count (default: one per GPU, else one)"),
+        target: str = typer.Option("pred", help="explained class: pred (clean prediction) or label (ground truth)"),
+        reader: list[str] = typer.Option([], "--reader", help="reader option NAME=VALUE, e.g. clips=localisation")
+        ) -> None:
     """Explain a dataset with a checkpoint: shards -> Ray actors -> Parquet under OUT/RUN_ID."""
     try:
-        methods = parse_params(method, param)
+        if set(method) & set(metric):
+            raise UsageError(f"{sorted(set(method) & set(metric))[0]!r} is named both as a method and a metric")
+        both = parse_params([*method, *metric], param)
+        options = {}
+        for spec in reader:
+            key, sep, value = spec.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--reader {spec!r}: use NAME=VALUE")
+            options[key] = parse_value(value)
     except UsageError as err:
         raise fail(err) from None
-    config = {"dataset": str(dataset), "model": str(model), "methods": methods,
-              "metrics": {m: {} for m in metric}, "shard_size": shard_size, "out": str(out), "run_id": run_id,
+    config = {"dataset": str(dataset), "model": str(model), "methods": {m: both[m] for m in method},
+              "metrics": {m: both[m] for m in metric}, "shard_size": shard_size, "out": str(out), "run_id": run_id,
               "split": split, "dataset_kind": dataset_kind, "batch_size": batch_size, "device": device,
-              "seed": seed}
+              "seed": seed, "target": target, "reader": options}
     raise typer.Exit(execute(config, executor=executor, max_attempts=max_attempts, shard_timeout=shard_timeout,
                              actors=actors))
 
@@ -226,13 +244,22 @@ def demo(out: Path = typer.Option(Path(".xcore/runs"), help="output root"),
 
 
 @app.command()
-def analyse(run_dir: Path, method: str = typer.Option("stg_gradcam", help="the explanation method to analyse"),
+def analyse(run_dir: Path, method: str = typer.Option("stg_gradcam", help="skeleton: the method to analyse"),
             figures: bool = True) -> None:
-    """Skeleton report of a run: joint importance ψ, faithfulness, contrastivity, figures under RUN_DIR/analysis."""
+    """A run's report under RUN_DIR/analysis: skeleton (joint importance ψ, faithfulness, contrastivity, figures)
+    or video (deletion / insertion, localisation error, mass in boxes, freeze frames), by the run's data."""
     if not (run_dir / "explanations").is_dir():
         raise fail(UsageError(f"{run_dir} holds no explanations table"))
+    from xcore.io.runs import read_json
+
+    kind = (read_json(run_dir / "run.json") or {}).get("config", {}).get("dataset_kind")
     try:
-        show_report(run_dir, method, figures)
+        if kind in ("ucf101", "hmdb51", "kinetics400"):
+            from xcore.analysis.video import write_video_report
+
+            print_video_report(write_video_report(run_dir), run_dir / "analysis" / "video.json")
+        else:
+            show_report(run_dir, method, figures)
     except ValueError as err:
         raise fail(UsageError(str(err))) from None
 
@@ -257,6 +284,20 @@ def print_report(rep: dict[str, Any], path: Path) -> None:
         console.print(f"accuracy {fmt(faith['accuracy'])}; masked at {faith['fractions']}: important "
                       f"{[round(a, 3) for a in faith['accuracy_important']]}, unimportant "
                       f"{[round(a, 3) for a in faith['accuracy_unimportant']]}")
+    console.print(f"report: {path}")
+
+
+def print_video_report(rep: dict[str, Any], path: Path) -> None:
+    """The video report: one table row per method, then the discriminative parts and freeze frames."""
+    print_rows(console, "video report", rep.get("methods", []))
+    for method, parts in rep.get("mass_in_boxes", {}).items():
+        if len(parts) > 1:
+            shares = ", ".join(f"{p} {fmt(v['mass_in_boxes'])}" for p, v in parts.items())
+            chance = fmt(next(iter(parts.values()))["chance"])
+            console.print(f"{method}: positive mass inside the boxes: {shares} (chance {chance})")
+    for method, fr in rep.get("freeze_frames", {}).items():
+        console.print(f"{method}: freeze-frame clips predicted as the label {fmt(fr.get('freeze_accuracy'))}, "
+                      f"as the clip's prediction {fmt(fr.get('freeze_agreement'))}")
     console.print(f"report: {path}")
 
 

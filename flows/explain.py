@@ -16,13 +16,20 @@ from typing import Any  # noqa: E402
 
 from prefect import flow  # noqa: E402
 
-from tasks.prefect_tasks import dispatch_task, plan_task, reduce_task, skeleton_report_task  # noqa: E402
+from tasks.prefect_tasks import (  # noqa: E402
+    dispatch_task,
+    plan_task,
+    reduce_task,
+    skeleton_report_task,
+    video_report_task,
+)
 from xcore.io.runs import read_json  # noqa: E402
 from xcore.pipeline import explain_config, open_job  # noqa: E402
 from xcore.pipeline.base import Job  # noqa: E402
 
 DEFAULT_METRICS: dict[str, dict[str, Any]] = {"deletion_insertion": {}}
 SKELETON_REPORTED = ("stg_gradcam", "stg_cam", "stg_gradient")  # methods with a joint-importance report
+VIDEO_KINDS = ("ucf101", "hmdb51", "kinetics400")
 
 
 class ShardsFailedError(RuntimeError):
@@ -58,22 +65,28 @@ def explain_dataset(dataset: str, model: str, methods: dict[str, dict[str, Any]]
                     run_id: str | None = None, split: str = "val", dataset_kind: str | None = None,
                     batch_size: int = 16, device: str | None = None, seed: int = 0, executor: str = "ray",
                     max_attempts: int = 3, shard_timeout: float | None = None,
-                    actors: int | None = None) -> dict[str, Any]:
+                    actors: int | None = None, target: str = "pred",
+                    reader: dict[str, Any] | None = None) -> dict[str, Any]:
     """Explain every sample of ``dataset`` with ``methods`` and score the maps with ``metrics``.
 
     Plan shards (skipping complete ones) -> dispatch them to the Ray actor pool (or in process with
     ``executor="local"``) -> reduce into ``<out>/<run_id>/run.json`` and a Prefect artifact -> for skeleton
-    data, the joint-importance / faithfulness / contrastivity report of each STG method.
+    data, the joint-importance / faithfulness / contrastivity report of each STG method; for video data, the
+    video report (deletion / insertion, localisation error, mass in boxes, freeze frames).
+    ``target="label"`` explains the ground-truth class; ``reader`` overrides reader options (e.g.
+    ``{"clips": "localisation"}``).
     """
     config = explain_config({
         "dataset": dataset, "model": model, "methods": methods,
         "metrics": DEFAULT_METRICS if metrics is None else metrics, "shard_size": shard_size, "out": out,
         "run_id": run_id, "split": split, "dataset_kind": dataset_kind, "batch_size": batch_size,
-        "device": device, "seed": seed})
+        "device": device, "seed": seed, "target": target, "reader": reader})
     job = open_job("explain", config)
     summary = run_pipeline(job, executor=executor, max_attempts=max_attempts, shard_timeout=shard_timeout,
                            actors=actors)
     if job.config["dataset_kind"] == "ntu":
         for method in (m for m in job.config["methods"] if m in SKELETON_REPORTED):
             skeleton_report_task(job.run_dir, method)
+    if job.config["dataset_kind"] in VIDEO_KINDS:
+        video_report_task(job.run_dir)
     return summary

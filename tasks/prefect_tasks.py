@@ -68,6 +68,16 @@ def skeleton_report_task(run_dir: str, method: str) -> dict[str, Any]:
     return report
 
 
+@task(name="video-report", cache_policy=NO_CACHE)
+def video_report_task(run_dir: str) -> dict[str, Any]:
+    """Per-method deletion / insertion and localisation error, mass in boxes, freeze frames (``<run>/analysis``)."""
+    from xcore.analysis.video import write_video_report
+
+    report = write_video_report(run_dir)
+    get_run_logger().info("video report written to %s/analysis/video.json", run_dir)
+    return report
+
+
 def summary_markdown(job: Job, summary: dict[str, Any]) -> str:
     """A short markdown report: counts, failed shards and the per-method table when present."""
     lines = [f"# {job.kind} run `{summary.get('run_key', '')}`", "", f"- directory: `{job.run_dir}`"]

@@ -28,6 +28,9 @@ cases = {
     "checkpoint": ["run", "--dataset", data, "--model", model + ".missing", "--out", out, "--method", "gradient"],
     "modality": ["train", "--modality", "audio", "--out", out + "/m.pt"],
     "analyse": ["analyse", out + "/no-such-run"],
+    "target": base + ["--method", "gradient", "--target", "bogus"],
+    "reader": base + ["--method", "gradient", "--reader", "clips=localisation"],
+    "metric_param": base + ["--method", "gradient", "-p", "deletion_insertion.nosuch=1"],
 }
 res = {k: CliRunner().invoke(app, v) for k, v in cases.items()}
 print(json.dumps({"results": {k: [r.exit_code, r.stderr, r.stdout] for k, r in res.items()},
@@ -43,7 +46,8 @@ def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_pa
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
     expected = {"method": "nosuch", "layer": "nolayer", "dataset": "-missing", "checkpoint": ".missing",
-                "modality": "audio", "analyse": "no-such-run"}
+                "modality": "audio", "analyse": "no-such-run", "target": "bogus", "reader": "clips",
+                "metric_param": "nosuch"}
     for case, needle in expected.items():
         code, stderr, stdout = report["results"][case]
         lines = stderr.strip().splitlines()
@@ -55,6 +59,8 @@ def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_pa
 def test_parse_params():
     got = parse_params(["gradcam", "random"], ["gradcam.layer=features.3", "random.seed=7"])
     assert got == {"gradcam": {"layer": "features.3"}, "random": {"seed": 7}}
+    both = parse_params(["gradcam", "weak_localisation"], ["weak_localisation.volume=false"])
+    assert both == {"gradcam": {}, "weak_localisation": {"volume": False}}
     for bad in ("gradcam=1", "gradcam.layer", "gradient.x=1"):
         with pytest.raises(UsageError):
             parse_params(["gradcam"], [bad])

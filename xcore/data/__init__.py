@@ -63,4 +63,9 @@ def open_dataset(kind: str, root: Path | str, split: str = "val", **kw: Any) -> 
     path = Path(root)
     if not path.is_dir():
         raise UsageError(f"dataset root {path} does not exist")
-    return factory(path, split=split, **kw)
+    try:
+        return factory(path, split=split, **kw)
+    except TypeError as err:  # an option this reader does not take (e.g. --reader clips=... on images)
+        if "unexpected keyword" not in str(err):
+            raise
+        raise UsageError(f"the {kind} reader does not take that option: {err}") from None
