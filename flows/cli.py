@@ -289,7 +289,10 @@ def print_report(rep: dict[str, Any], path: Path) -> None:
 
 def print_video_report(rep: dict[str, Any], path: Path) -> None:
     """The video report: one table row per method, then the discriminative parts and freeze frames."""
-    print_rows(console, "video report", rep.get("methods", []))
+    cols = {"method": "method", "clips": "clips", "deletion_auc": "deletion", "insertion_auc": "insertion",
+            "loc_val_error": "loc err % val", "loc_mean_error": "mean", "loc_energy_error": "energy"}
+    print_rows(console, "video report (localisation: best α per family)",
+               [{c: r.get(k) for k, c in cols.items()} for r in rep.get("methods", [])])
     for method, parts in rep.get("mass_in_boxes", {}).items():
         if len(parts) > 1:
             shares = ", ".join(f"{p} {fmt(v['mass_in_boxes'])}" for p, v in parts.items())
