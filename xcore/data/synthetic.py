@@ -17,10 +17,7 @@ Layout written by :func:`generate` (ImageNet val conventions: reference notes, f
 from __future__ import annotations
 
 import colorsys
-import json
 import math
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from xcore.errors import UsageError
+from xcore.io.atomic import materialise_dir
 
 FORMAT_VERSION = 1
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "star", "ring")
@@ -248,28 +246,5 @@ def generate(root: Path | str, *, n_train_per_class: int = DEFAULT_TRAIN_PER_CLA
               "size": size, "seed": seed}
     if n_train_per_class < 1 or n_val < 1 or size < 32:
         raise UsageError("generate needs n_train_per_class >= 1, n_val >= 1 and size >= 32")
-    marker = root / ".complete"
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == params:
-                return root
-        except (OSError, ValueError):
-            pass
-        raise UsageError(f"{root} holds synthetic data made with other parameters; pass force=True to replace it")
-    if not force and root.exists() and any(root.iterdir()):
-        raise UsageError(f"{root} exists and is not a complete synthetic dataset; pass force=True to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        _write(tmp, n_train_per_class, n_val, size, seed)
-        (tmp / ".complete").write_text(json.dumps(params, sort_keys=True))
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return materialise_dir(root, params, lambda tmp: _write(tmp, n_train_per_class, n_val, size, seed),
+                           force=force, what="data")

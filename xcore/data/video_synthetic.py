@@ -36,10 +36,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import pickletools
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ import numpy as np
 from xcore.data.synthetic import _background, _hsv
 from xcore.data.video import write_video
 from xcore.errors import UsageError
+from xcore.io.atomic import materialise_dir
 
 FORMAT_VERSION = 1
 CLASSES: tuple[str, ...] = ("SlideRight", "SlideLeft", "SlideUp", "SlideDown", "CircleClockwise",
@@ -305,28 +304,5 @@ def generate_videos(root: Path | str, *, seed: int = 0, train_groups: int = 18, 
                          f"and 1 <= frames[0] <= frames[1] <= {MAX_FRAMES}")
     params = {"format": FORMAT_VERSION, "seed": seed, "train_groups": train_groups, "test_groups": test_groups,
               "clips": clips, "frames": [lo, hi]}
-    marker = root / ".complete"
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == params:
-                return root
-        except (OSError, ValueError):
-            pass
-        raise UsageError(f"{root} holds synthetic videos made with other parameters; pass force=True to replace")
-    if not force and root.exists() and any(root.iterdir()):
-        raise UsageError(f"{root} exists and is not a complete synthetic video set; pass force=True to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        _write(tmp, seed, train_groups, test_groups, clips, (lo, hi))
-        (tmp / ".complete").write_text(json.dumps(params, sort_keys=True))
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return materialise_dir(root, params, lambda tmp: _write(tmp, seed, train_groups, test_groups, clips, (lo, hi)),
+                           force=force, what="videos")

@@ -7,9 +7,11 @@ discovery (ignores ``.``/``_`` prefixes) and DuckDB ``**/*.parquet`` globs never
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,3 +47,42 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def materialise_dir(root: Path | str, params: dict[str, Any], write: Callable[[Path], None], *,
+                    force: bool = False, what: str = "data") -> Path:
+    """Make ``root`` hold what ``write(folder)`` writes, once per ``params``, atomically; return ``root``.
+
+    A ``root/.complete`` marker equal to ``params`` means the folder is already there: nothing is done. A root
+    holding anything else (other parameters, foreign files) raises :class:`UsageError` unless ``force``. ``write``
+    fills a hidden sibling folder, which gets the marker and is then renamed into place, so an interrupted run
+    never looks complete.
+    """
+    from xcore.errors import UsageError
+
+    root = Path(root)
+    marker = root / ".complete"
+    if not force and marker.is_file():
+        try:
+            if json.loads(marker.read_text()) == params:
+                return root
+        except (OSError, ValueError):
+            pass
+        raise UsageError(f"{root} holds synthetic {what} made with other parameters; pass force=True to replace it")
+    if not force and root.exists() and any(root.iterdir()):
+        raise UsageError(f"{root} exists and is not complete synthetic {what}; pass force=True to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        (tmp / ".complete").write_text(json.dumps(params, sort_keys=True))
+        if root.exists():
+            old = root.parent / f".{root.name}.old-{os.getpid()}"
+            os.replace(root, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
