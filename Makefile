@@ -29,3 +29,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python benchmarks/deletion_insertion.py
 	$(VENV)/bin/python benchmarks/explainers.py --models demo --threads 1 --clock cpu
+	$(VENV)/bin/python benchmarks/video.py --batch 2

