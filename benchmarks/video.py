@@ -91,7 +91,7 @@ def lrp_peer(model: nn.Module, x: Tensor, t: Tensor) -> Callable[[], Any]:
 
     from xcore.explain.lrp import input_bounds
 
-    low, high = input_bounds(model, x)
+    low, high = input_bounds(model, x, None, None)
     rule = AlphaBeta(alpha=1, beta=0, zero_params="bias")
     composite = SpecialFirstLayerMapComposite(
         layer_map=[(Convolution, rule), (Linear, rule), (AvgPool, Norm())],
