@@ -148,3 +148,38 @@ def test_swag_v_defaults_and_errors() -> None:
         E.run("swag_v", net, torch.randn(1, 3, 2, 8, 8), pooling="median")
     with pytest.raises(UsageError, match="superpixels"):
         E.run("swag_v", net, torch.randn(1, 3, 2, 8, 8), superpixels="colour")
+
+
+@pytest.mark.parametrize("preset", ["kinetics", "c3d", "small"])
+def test_preset_rgb_inverts_each_video_preset_to_rgb_pixels(preset: str) -> None:
+    """``denormalise(x, *preset_rgb(p))`` gives back raw/255 in RGB order, also for C3D's BGR 0..255 input."""
+    from xcore.data.video import video_preset
+    from xcore.explain.swag_v import preset_rgb
+
+    raw = np.random.default_rng(0).integers(0, 256, size=(4, 64, 90, 3), dtype=np.uint8)
+    t = video_preset(preset)
+    x = t.normalize(torch.from_numpy(raw).permute(3, 0, 1, 2).flip(0) if t.bgr
+                    else torch.from_numpy(raw).permute(3, 0, 1, 2))
+    mean, std, bgr = preset_rgb(preset)
+    assert bgr == (preset == "c3d")
+    assert np.allclose(S.denormalise(x, mean, std, bgr), raw / 255.0, atol=1e-5)
+
+
+def test_swag_v_takes_the_colour_normalisation_from_the_models_preset() -> None:
+    """A C3D-preset model's clip is de-normalised with C3D's BGR mean (not Kinetics') for the image supervoxels."""
+    from xcore.data.video import video_preset
+    from xcore.explain.swag_v import preset_rgb
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    model.xcore_preset = "c3d"
+    raw = np.zeros((4, 16, 16, 3), dtype=np.uint8)
+    raw[:, :, 8:] = (200, 30, 30)  # a red right half: the image supervoxels split there
+    x = video_preset("c3d").normalize(torch.from_numpy(raw).permute(3, 0, 1, 2).flip(0))[None]
+    got = E.run("swag_v", model, x, [0], superpixels="image", n_segments=4, softmax=False)
+    mean, std, _ = preset_rgb("c3d")
+    segs = swag_segments(x, None, superpixels="image", n_segments=4, mean=mean, std=std, bgr=True)[0]
+    M = E.run("guided_backprop", model, x, [0])[0]
+    assert torch.allclose(got[0], paint_superpixels(M, segs), atol=1e-6)
+    assert (segs[..., :8].unique()[:, None] != segs[..., 8:].unique()[None]).all()  # no supervoxel crosses the edge

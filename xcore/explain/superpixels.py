@@ -35,9 +35,10 @@ from xcore.errors import UsageError
 VARIANTS = ("image", "gradient", "both")
 
 
-def denormalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def denormalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                bgr: bool = False) -> np.ndarray:
     """One normalised image (C, H, W) or clip (C, T, H, W) → a (*S, 3) float64 RGB array in [0, 1] (grey C = 1 is
-    replicated)."""
+    replicated); ``x·std + mean`` is in [0, 1] units, ``bgr``: the input's channels are BGR (C3D) and are reversed."""
     if x.ndim not in (3, 4):
         raise UsageError(f"superpixels need one image (C, H, W) or clip (C, T, H, W); got shape {tuple(x.shape)}")
     c = x.shape[0]
@@ -49,7 +50,9 @@ def denormalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[
     bcast = (-1, *([1] * (x.ndim - 1)))
     img = x.detach().cpu().double().numpy() * s.reshape(bcast) + m.reshape(bcast)
     img = np.moveaxis(np.clip(img, 0.0, 1.0), 0, -1)
-    return np.repeat(img, 3, axis=-1) if c == 1 else img
+    if c == 1:
+        return np.repeat(img, 3, axis=-1)
+    return img[..., ::-1].copy() if bgr else img
 
 
 def gradient_channel(scores: np.ndarray) -> np.ndarray:

@@ -70,11 +70,13 @@ def paint_superpixels(scores: Tensor, segments: Tensor, pooling: str = "mean") -
 
 def swag_segments(x: Tensor, scores: Tensor | None, *, superpixels: str = "both", n_segments: int = 300,
                   compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
-                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                  bgr: bool = False) -> Tensor:
     """SWAG's superpixels for a batch (B, C, *S): a (B, *S) long tensor of labels 0..K_b-1 on CPU.
 
     S = (H, W) images (superpixels) or (T, H, W) clips (SWAG-V's 3-D supervoxels, §4.3). ``scores`` = M (B, *S) is
-    needed for ``"gradient"`` / ``"both"``; ``x`` is de-normalised with ``mean`` / ``std`` for the image features.
+    needed for ``"gradient"`` / ``"both"``; ``x`` is de-normalised with ``mean`` / ``std`` ([0, 1] units; ``bgr``:
+    channels reversed to RGB) for the image features.
     Each image / clip is segmented separately on CPU.
     """
     if superpixels not in VARIANTS:
@@ -86,7 +88,7 @@ def swag_segments(x: Tensor, scores: Tensor | None, *, superpixels: str = "both"
     m_np = None if scores is None else scores.detach().cpu().double().numpy()
     out = []
     for b in range(x.shape[0]):
-        rgb = denormalise(x[b], mean, std) if superpixels != "gradient" else None
+        rgb = denormalise(x[b], mean, std, bgr) if superpixels != "gradient" else None
         mb = None if m_np is None else m_np[b]
         out.append(torch.from_numpy(np.ascontiguousarray(
             segment(superpixels, rgb, mb, n_segments=n_segments, compactness=compactness, w_c=w_c, w_g=w_g),
@@ -96,14 +98,14 @@ def swag_segments(x: Tensor, scores: Tensor | None, *, superpixels: str = "both"
 
 def superpixel_map(model: nn.Module, x: Tensor, target: Target, *, superpixels: str, n_segments: int, pooling: str,
                    compactness: float, w_c: float, w_g: float, softmax: bool, mean: Sequence[float],
-                   std: Sequence[float]) -> Tensor:
+                   std: Sequence[float], bgr: bool = False) -> Tensor:
     """SWAG / SWAG-V map (B, *S) for x (B, C, *S): ``M = max_c |GB|`` (one batched guided backward), SLIC superpixels
     of every sample (:func:`swag_segments`), each painted with the pooled M of its superpixel (eq 3.1)."""
     if pooling not in POOLINGS:
         raise UsageError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
     M = guided_backprop(model, x, target, reduce="max_abs", softmax=softmax).detach()  # (B, *S), batched
     segs = swag_segments(x, M, superpixels=superpixels, n_segments=n_segments, compactness=compactness,
-                         w_c=w_c, w_g=w_g, mean=mean, std=std).to(M.device)
+                         w_c=w_c, w_g=w_g, mean=mean, std=std, bgr=bgr).to(M.device)
     k = int(segs.reshape(segs.shape[0], -1).amax(dim=1).max()) + 1
     offset = torch.arange(segs.shape[0], device=M.device).view(-1, *([1] * (segs.ndim - 1))) * k  # disjoint labels
     return paint_superpixels(M, segs + offset, pooling)

@@ -12,9 +12,10 @@ The image method (:mod:`xcore.explain.swag`, §3.3–3.6) applied to a clip (B, 
 
 Final parameters (§4.4.4, chosen on Kinetics-400 with R(2+1)D): guided backprop, ``K = 120`` supervoxels,
 ``w_c = 20``, ``w_g = 9``; ``compactness = 10`` (SLIC's default) for the single-feature variants (unverified for
-video). ``mean`` / ``std`` default to the torchvision Kinetics normalisation (R3D / MC3 / R(2+1)D); pass the model's
-own (C3D's BGR mean-only input needs ``mean`` / ``std`` in its units and channel order) so that the colour features
-are the clip's true RGB.
+video). The colour features need the clip's true RGB: ``mean`` / ``std`` ([0, 1] units, the input's channel order)
+undo the input normalisation; when both are ``None`` (default) they come from the model's preset
+(``model.xcore_preset``, set by the video models and by checkpoints that record one; else torchvision's Kinetics
+normalisation of R3D / MC3 / R(2+1)D), so C3D's BGR, mean-only 0..255 input is handled too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from xcore.data.video import KINETICS_MEAN, KINETICS_STD
+from xcore.data.video_transforms import video_preset
 from xcore.errors import UsageError
 from xcore.explain.base import Target, register
 from xcore.explain.swag import superpixel_map
@@ -32,8 +33,8 @@ from xcore.explain.swag import superpixel_map
 @register("swag_v")
 def swag_v(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "both", n_segments: int = 120,
            pooling: str = "mean", compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
-           softmax: bool = True, mean: Sequence[float] = KINETICS_MEAN,
-           std: Sequence[float] = KINETICS_STD) -> Tensor:
+           softmax: bool = True, mean: Sequence[float] | None = None,
+           std: Sequence[float] | None = None) -> Tensor:
     """SWAG-V map (B, T, H, W): per-voxel guided-backprop scores mean-pooled over 3-D SLIC supervoxels (§4.3).
 
     Parameters as :func:`xcore.explain.swag.swag` with the SWAG-V defaults of §4.4.4 (``n_segments = 120``,
@@ -41,5 +42,18 @@ def swag_v(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "b
     """
     if x.ndim != 5:
         raise UsageError(f"SWAG-V takes clips (B, C, T, H, W); got shape {tuple(x.shape)} (use swag for images)")
+    bgr = False
+    if mean is None and std is None:
+        mean, std, bgr = preset_rgb(getattr(model, "xcore_preset", None) or "kinetics")
+    elif mean is None or std is None:
+        raise UsageError("give both mean= and std= ([0, 1] units), or neither (the model's preset)")
     return superpixel_map(model, x, target, superpixels=superpixels, n_segments=n_segments, pooling=pooling,
-                          compactness=compactness, w_c=w_c, w_g=w_g, softmax=softmax, mean=mean, std=std)
+                          compactness=compactness, w_c=w_c, w_g=w_g, softmax=softmax, mean=mean, std=std, bgr=bgr)
+
+
+def preset_rgb(preset: str) -> tuple[list[float], list[float], bool]:
+    """(mean, std, bgr) in [0, 1] units that map a ``preset``-normalised clip back to pixels:
+    ``x = (raw·scale − mean_p)/std_p`` ⇒ ``raw/255 = x·std_p/(255·scale) + mean_p/(255·scale)``."""
+    t = video_preset(preset)
+    unit = 255.0 * t.scale
+    return [m / unit for m in t.mean], [s / unit for s in t.std], t.bgr

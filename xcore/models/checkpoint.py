@@ -107,6 +107,7 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tup
         from xcore.data.video import video_preset
 
         model.xcore_input_bounds = video_preset(str(meta["preset"])).input_bounds()
+        model.xcore_preset = str(meta["preset"])
     return model.to(device).eval(), meta
 
 

@@ -191,10 +191,12 @@ class Small3DCNN(nn.Module):
 
 
 def _bounded(model: nn.Module, preset: str) -> nn.Module:
-    """Set ``xcore_input_bounds`` (LRP's z^β bounds) to the input range of the architecture's preset."""
+    """Record the architecture's preset (``xcore_preset``, e.g. for SWAG-V's colour features) and its input range
+    (``xcore_input_bounds``, LRP's z^β bounds)."""
     from xcore.data.video import video_preset
 
     model.xcore_input_bounds = video_preset(preset).input_bounds()
+    model.xcore_preset = preset
     return model
 
 
