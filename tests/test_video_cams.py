@@ -237,3 +237,26 @@ def test_temporal_jitter_usage_errors() -> None:
         E.run("jitter_cam", LinearHead(torch.ones(2, 2), gap=True), torch.randn(1, 2, 4, 4), layer="act", temporal=True)
     with pytest.raises(UsageError, match="d_t"):
         E.run("jitter_cam", net, v, temporal=True, d_t=-1)
+
+
+@pytest.mark.parametrize("name", ["gradcam", "gradcam_pp", "xgradcam"])
+def test_per_slice_pooling_is_the_2d_cam_of_each_time_slice(name: str) -> None:
+    """``pooling="time"`` on (B, K, T', H', W') = the 2-D method's weights on each slice (B, K, H', W') alone."""
+    from xcore.explain.gradcam import pool_weights
+    from xcore.explain.gradcam_pp import gradcam_pp_weights
+    from xcore.explain.xgradcam import xgradcam_weights
+
+    weights = {"gradcam": lambda a, g, p: pool_weights(g, p),
+               "gradcam_pp": lambda a, g, p: gradcam_pp_weights(a, g, pooling=p),
+               "xgradcam": lambda a, g, p: xgradcam_weights(a, g, pooling=p)}[name]
+    gen = torch.Generator().manual_seed(3)
+    act = torch.rand(2, 4, 3, 5, 5, generator=gen)
+    grad = torch.randn(2, 4, 3, 5, 5, generator=gen)
+    per_slice = weights(act, grad, "time")
+    assert per_slice.shape == (2, 4, 3, 1, 1)
+    for t in range(3):
+        alone = weights(act[:, :, t], grad[:, :, t], "global")  # (B, K, 1, 1)
+        assert torch.allclose(per_slice[:, :, t], alone, atol=1e-6)
+    assert not torch.allclose(per_slice, weights(act, grad, "global").expand_as(per_slice))
+    with pytest.raises(UsageError):
+        weights(act[:, :, 0], grad[:, :, 0], "time")

@@ -25,6 +25,18 @@ def positions(act: Tensor) -> tuple[int, ...]:
     return tuple(range(2, act.ndim))
 
 
+def pooled_dims(act: Tensor, pooling: str = "global") -> tuple[int, ...]:
+    """The dims a CAM's channel weights pool over (methods.md §7.1): ``"global"`` every position (T'×H'×W' for
+    clips), ``"time"`` H'×W' only, one weight per channel and time slice (mmaction2 ``gradcam_utils.py``)."""
+    if pooling == "global":
+        return positions(act)
+    if pooling == "time":
+        if act.ndim != 5:
+            raise UsageError("pooling='time' needs a (B, K, T, H, W) activation")
+        return (3, 4)
+    raise UsageError(f"unknown pooling {pooling!r}; use 'global' or 'time'")
+
+
 def as_channel_weights(alpha: Tensor, act: Tensor) -> Tensor:
     """(B, K) weights reshaped to broadcast against ``act`` (B, K, *S'), for ``gradcam.weighted_sum``."""
     return alpha.reshape(*alpha.shape[:2], *([1] * (act.ndim - 2)))

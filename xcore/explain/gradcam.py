@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from xcore.errors import UsageError
 from xcore.explain.base import Target, capture, default_layer, register
+from xcore.explain.cam_common import pooled_dims
 
 
 def activation_and_gradient(model: nn.Module, x: Tensor, target: Target, layer: str,
@@ -29,17 +29,7 @@ def activation_and_gradient(model: nn.Module, x: Tensor, target: Target, layer: 
 
 def pool_weights(grad: Tensor, pooling: str) -> Tensor:
     """Channel weights broadcastable against ``A``: the mean of ``grad`` over the pooled dims."""
-    if grad.ndim < 3:
-        raise UsageError(f"CAM layer output has no spatial dims (shape {tuple(grad.shape)}); pick a conv layer")
-    if pooling == "global":
-        dims = tuple(range(2, grad.ndim))
-    elif pooling == "time":
-        if grad.ndim != 5:
-            raise UsageError("pooling='time' needs a (B, K, T, H, W) activation")
-        dims = (3, 4)
-    else:
-        raise UsageError(f"unknown pooling {pooling!r}; use 'global' or 'time'")
-    return grad.mean(dim=dims, keepdim=True)
+    return grad.mean(dim=pooled_dims(grad, pooling), keepdim=True)
 
 
 def weighted_sum(weights: Tensor, act: Tensor, relu: bool) -> Tensor:

@@ -20,13 +20,15 @@ from torch import Tensor, nn
 
 from xcore.errors import UsageError
 from xcore.explain.base import Target, default_layer, register
-from xcore.explain.cam_common import positions
+from xcore.explain.cam_common import pooled_dims
 from xcore.explain.gradcam import activation_and_gradient, weighted_sum
 
 
-def gradcam_pp_weights(act: Tensor, grad: Tensor, variant: str = "paper", eps: float = 1e-6) -> Tensor:
-    """Channel weights ``α_k`` (B, K, 1, ...) of eq 2.4 from ``A`` and ``g`` (both (B, K, *S'))."""
-    dims = positions(act)
+def gradcam_pp_weights(act: Tensor, grad: Tensor, variant: str = "paper", eps: float = 1e-6,
+                       pooling: str = "global") -> Tensor:
+    """Channel weights ``α_k`` (B, K, 1, ...) of eq 2.4 from ``A`` and ``g`` (both (B, K, *S')); with
+    ``pooling="time"`` every sum runs over H'×W' of each time slice (one weight per channel and slice)."""
+    dims = pooled_dims(act, pooling)
     g2 = grad.pow(2)
     g3 = g2 * grad
     total = act.sum(dim=dims, keepdim=True)  # Σ_ab A^k_ab, one per channel
@@ -44,7 +46,8 @@ def gradcam_pp_weights(act: Tensor, grad: Tensor, variant: str = "paper", eps: f
 
 @register("gradcam_pp")
 def gradcam_pp(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, variant: str = "paper",
-               eps: float = 1e-6, relu: bool = True, softmax: bool = False) -> Tensor:
-    """Grad-CAM++ map at the layer's resolution (B, *S'): ``ReLU(Σ_k α_k A^k)`` with eq 2.4 weights."""
+               eps: float = 1e-6, relu: bool = True, softmax: bool = False, pooling: str = "global") -> Tensor:
+    """Grad-CAM++ map at the layer's resolution (B, *S'): ``ReLU(Σ_k α_k A^k)`` with eq 2.4 weights
+    (``pooling="time"``: per time slice of a clip's activation)."""
     act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
-    return weighted_sum(gradcam_pp_weights(act, grad, variant, eps), act, relu)
+    return weighted_sum(gradcam_pp_weights(act, grad, variant, eps, pooling), act, relu)
