@@ -260,3 +260,20 @@ def test_per_slice_pooling_is_the_2d_cam_of_each_time_slice(name: str) -> None:
     assert not torch.allclose(per_slice, weights(act, grad, "global").expand_as(per_slice))
     with pytest.raises(UsageError):
         weights(act[:, :, 0], grad[:, :, 0], "time")
+
+
+def test_block_temporal_mapping_repeats_each_slice_over_its_frames() -> None:
+    """The seed's overlay (10 frames, T' = 2): frames 1-5 show slice 1, frames 6-10 slice 2 (1-based)."""
+    from xcore.explain.gradcam import block_frames
+
+    cam = torch.arange(2 * 2 * 1 * 1, dtype=torch.float32).reshape(2, 2, 1, 1)
+    assert block_frames(cam, 10)[0, :, 0, 0].tolist() == [0.0] * 5 + [1.0] * 5
+    assert block_frames(torch.arange(3.0).reshape(1, 3, 1, 1), 8)[0, :, 0, 0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2]
+    torch.manual_seed(0)
+    model = Small3DCNN(3, width=2).eval()
+    x = torch.randn(1, 3, 16, 32, 32)
+    native = E.run("gradcam", model, x, [1], resize=False)  # (1, 4, 2, 2)
+    block = E.run("gradcam", model, x, [1], temporal="block")  # (1, 16, 32, 32)
+    for f in range(16):  # every frame is the bilinear upsampling of its slice
+        up = F.interpolate(native[:, f // 4][:, None], size=(32, 32), mode="bilinear", align_corners=False)[0, 0]
+        assert torch.allclose(block[0, f], up, atol=1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from xcore.errors import UsageError
 from xcore.explain.base import Target, capture, default_layer, register
 from xcore.explain.cam_common import pooled_dims
 
@@ -38,9 +39,26 @@ def weighted_sum(weights: Tensor, act: Tensor, relu: bool) -> Tensor:
     return cam.clamp(min=0) if relu else cam
 
 
+def block_frames(cam: Tensor, frames: int) -> Tensor:
+    """(B, T', H', W') -> (B, T, H', W'): frame f shows slice ``floor(f·T'/T)``, i.e. slice τ starts at frame
+    ``τ·T/T'`` (001_bccc7524706a9455.txt §2.4: with 10 frames and T' = 2, slice 2 from frame 6 on)."""
+    idx = torch.arange(frames, device=cam.device) * cam.shape[1] // frames
+    return cam[:, idx]
+
+
 @register("gradcam")
 def gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None,
-            pooling: str = "global", relu: bool = True, softmax: bool = False) -> Tensor:
-    """Grad-CAM map at the layer's resolution (B, *S')."""
+            pooling: str = "global", relu: bool = True, softmax: bool = False, temporal: str = "linear") -> Tensor:
+    """Grad-CAM map at the layer's resolution (B, *S').
+
+    For clips, ``temporal`` maps the T' slices to the T frames: ``"linear"`` (default; trilinear with the rest of
+    the upsampling) or ``"block"`` (each slice repeated over its frames, the seed's overlay; the map is then
+    (B, T, H', W') and only H'×W' is interpolated).
+    """
     act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
-    return weighted_sum(pool_weights(grad, pooling), act, relu)
+    cam = weighted_sum(pool_weights(grad, pooling), act, relu)
+    if temporal == "block" and x.ndim == 5 and cam.ndim == 4:
+        return block_frames(cam, x.shape[2])
+    if temporal not in ("linear", "block"):
+        raise UsageError(f"unknown temporal mapping {temporal!r}; use 'linear' or 'block'")
+    return cam
