@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 import xcore.explain as E
 from xcore.errors import UsageError
-from xcore.explain.lstm_gradcam import frame_mass, rnn_without_cudnn
+from xcore.explain.base import model_state, rnn_without_cudnn
+from xcore.explain.lstm_gradcam import frame_mass
 from xcore.models.video import CNNLSTM, Small3DCNN
 
 B, T, S = 2, 3, 64  # 64² frames -> 2×2 at cnn.layer4
@@ -104,6 +105,10 @@ def test_cudnn_flag_restored_and_hooks_removed() -> None:
         model.lstm(torch.randn(1, 2, 3))  # wrong feature size: the forward raises inside the scope
     assert torch.backends.cudnn.enabled == before
     assert not model.lstm._forward_pre_hooks and not model.lstm._forward_hooks
+    seen: list[int] = []  # every explanation method runs under model_state, which scopes the hooks to its block
+    with model_state(model):
+        seen.append(len(model.lstm._forward_pre_hooks))
+    assert seen == [1] and not model.lstm._forward_pre_hooks and torch.backends.cudnn.enabled == before
 
 
 def test_unfolded_layer_or_images_raise_usage_error() -> None:

@@ -120,10 +120,39 @@ class Target:
 
 
 @contextlib.contextmanager
+def rnn_without_cudnn(model: nn.Module) -> Iterator[None]:
+    """Within the block, every ``nn.RNNBase`` submodule of ``model`` runs its CUDA forward with cuDNN disabled; the
+    flag is restored after each call and on exit, hooks removed. cuDNN's RNN backward refuses eval mode ("cudnn RNN
+    backward can only be called in training mode", methods.md §7.2); the autograd node of an RNN is chosen at its
+    forward, and the non-cuDNN one is built from ordinary ops whose backward never calls cuDNN (convs keep it)."""
+    prev = torch.backends.cudnn.enabled
+    saved: list[bool] = []
+
+    def pre(_m: nn.Module, args: Any) -> None:
+        saved.append(torch.backends.cudnn.enabled)
+        if any(isinstance(a, Tensor) and a.is_cuda for a in args):
+            torch.backends.cudnn.enabled = False
+
+    def post(_m: nn.Module, _args: Any, _out: Any) -> None:
+        torch.backends.cudnn.enabled = saved.pop()
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.RNNBase):
+            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        torch.backends.cudnn.enabled = prev
+
+
+@contextlib.contextmanager
 def model_state(model: nn.Module) -> Iterator[nn.Module]:
     """Put ``model`` in eval mode and freeze parameters for the block; restore both on exit, also on error.
-
-    Hooks registered through :func:`hooks` inside the block are removed by their own context.
+    RNN forwards on CUDA run without cuDNN inside the block (:func:`rnn_without_cudnn`), so gradients flow through
+    an LSTM in eval mode.
     """
     modes = {m: m.training for m in model.modules()}
     grads = {p: p.requires_grad for p in model.parameters()}
@@ -131,7 +160,8 @@ def model_state(model: nn.Module) -> Iterator[nn.Module]:
     for p in grads:
         p.requires_grad_(False)
     try:
-        yield model
+        with rnn_without_cudnn(model):
+            yield model
     finally:
         for m, mode in modes.items():
             m.training = mode

@@ -13,52 +13,19 @@ Frame relevance (extra ``frame_relevance``, (B, T)): the model's softmax attenti
 not from the seed — each frame's Grad-CAM mass ``Σ_ij map_t`` divided by the clip's total (sums to 1; all 0 when
 the whole map is 0).
 
-cuDNN: cuDNN's RNN backward refuses eval mode (Captum #564, #1159). The autograd node of an RNN is chosen at its
-forward, so it suffices that every RNN module's *forward* runs without cuDNN: the non-cuDNN LSTM is built from
-ordinary differentiable ops (matmuls, gates) whose backward never calls cuDNN. :func:`rnn_without_cudnn` scopes
-``cudnn.enabled = False`` to each ``nn.RNNBase`` forward on CUDA (convs keep cuDNN); CNNLSTM also guards itself.
-Not exercised on a GPU in this repository's tests.
+cuDNN: cuDNN's RNN backward refuses eval mode (Captum #564, #1159); :func:`xcore.explain.base.model_state`, which
+every method runs under, turns cuDNN off around each RNN forward on CUDA
+(:func:`~xcore.explain.base.rnn_without_cudnn`), so the backward through the LSTM works without switching the
+model to ``train()``. Not exercised on a GPU here.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
-
-import torch
 from torch import Tensor, nn
 
 from xcore.errors import UsageError
 from xcore.explain.base import Explanation, Target, default_layer, register
 from xcore.explain.gradcam import activation_and_gradient, pool_weights, weighted_sum
-
-
-@contextlib.contextmanager
-def rnn_without_cudnn(model: nn.Module) -> Iterator[None]:
-    """Within the block, every ``nn.RNNBase`` submodule of ``model`` runs its CUDA forward with cuDNN disabled
-    (so its backward works in eval mode); the flag is restored after each call and on exit, hooks removed."""
-    prev = torch.backends.cudnn.enabled
-    saved: list[bool] = []
-
-    def pre(_m: nn.Module, args: Any) -> None:
-        saved.append(torch.backends.cudnn.enabled)
-        if any(isinstance(a, Tensor) and a.is_cuda for a in args):
-            torch.backends.cudnn.enabled = False
-
-    def post(_m: nn.Module, _args: Any, _out: Any) -> None:
-        torch.backends.cudnn.enabled = saved.pop()
-
-    handles = []
-    for m in model.modules():
-        if isinstance(m, nn.RNNBase):
-            handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        torch.backends.cudnn.enabled = prev
 
 
 def frame_cams(act: Tensor, grad: Tensor, batch: int, relu: bool = True) -> Tensor:
@@ -87,8 +54,7 @@ def lstm_gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | No
     if x.ndim != 5:
         raise UsageError(f"lstm_gradcam needs clips (B, C, T, H, W); got shape {tuple(x.shape)}")
     B, T = x.shape[0], x.shape[2]
-    with rnn_without_cudnn(model):
-        act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
+    act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
     if act.shape[0] != B * T:
         raise UsageError(f"layer output has {act.shape[0]} rows, expected B·T = {B * T} (frames folded into "
                          f"the batch)")

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -79,17 +77,6 @@ class C3D(nn.Module):
         return self.fc8(x)
 
 
-@contextmanager
-def _cudnn_disabled() -> Iterator[None]:
-    """Scoped ``torch.backends.cudnn.enabled = False`` (other cuDNN flags untouched)."""
-    prev = torch.backends.cudnn.enabled
-    torch.backends.cudnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.enabled = prev
-
-
 class CNNLSTM(nn.Module):
     """Per-frame 2-D CNN -> LSTM over time -> classifier (formats.md §10.3, methods.md §7.2).
 
@@ -105,9 +92,9 @@ class CNNLSTM(nn.Module):
     ``xcore_cam_layer = "cnn.layer4"``: its output is **(B·T, C, h, w)** (frame-major within each clip: row
     ``b·T + t``), i.e. one 2-D Grad-CAM per frame; reshape to (B, T, h, w) afterwards.
 
-    cuDNN's RNN backward refuses eval mode ("cudnn RNN backward can only be called in training mode", methods.md
-    §7.2). So on CUDA, in eval mode with grad enabled, the LSTM runs with cuDNN disabled for that call only (the
-    model is never switched to ``train()``); not exercised on a GPU in this repository's tests.
+    cuDNN's RNN backward refuses eval mode (methods.md §7.2): explanation methods run the model under
+    :func:`xcore.explain.base.model_state`, which disables cuDNN around RNN forwards on CUDA (the model is never
+    switched to ``train()``); code that backpropagates through it in eval mode outside xcore must do the same.
     """
 
     xcore_cam_layer = "cnn.layer4"
@@ -139,10 +126,7 @@ class CNNLSTM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         feats = self.frame_features(x)
-        guard = (_cudnn_disabled() if feats.is_cuda and not self.training and torch.is_grad_enabled()
-                 else nullcontext())
-        with guard:
-            out, _ = self.lstm(feats)
+        out, _ = self.lstm(feats)
         if self.attn is None:
             self.last_attention = None
             return self.fc(out[:, -1])
