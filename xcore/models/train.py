@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from xcore.data.imagenet import ImageNetReader
 from xcore.data.transforms import ImageTransform
+from xcore.errors import UsageError
 from xcore.models.checkpoint import save_checkpoint
 from xcore.models.zoo import build_model
 
@@ -36,6 +37,23 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def load_samples(reader: Any, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, int]:
+    """Every readable sample of ``reader`` stacked as ``dtype`` (N, C, *S), the labels (N,), and how many failed to
+    load (an unreadable, corrupt or too-short file is skipped, as in a run); none readable raises UsageError."""
+    xs, ys, skipped = [], [], 0
+    for i in range(len(reader)):
+        try:
+            sample = reader.load(i)
+        except Exception:
+            skipped += 1
+            continue
+        xs.append(sample.x.to(dtype))
+        ys.append(sample.label)
+    if not xs:
+        raise UsageError(f"no readable sample in {reader!r} ({skipped} skipped)")
+    return torch.stack(xs), torch.tensor(ys, dtype=torch.long), skipped
 
 
 def load_split_uint8(reader: ImageNetReader) -> tuple[Tensor, Tensor]:

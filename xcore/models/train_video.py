@@ -21,32 +21,15 @@ from torch import Tensor
 
 from xcore.data.video import video_preset
 from xcore.data.video_datasets import UCF101Reader
-from xcore.errors import SampleError, UsageError
+from xcore.errors import UsageError
 from xcore.models.checkpoint import save_checkpoint
-from xcore.models.train import Progress, evaluate, fit, torch_threads
+from xcore.models.train import Progress, evaluate, fit, load_samples, torch_threads
 from xcore.models.zoo import build_model
 
 # On the default synthetic set (2 shared cores): 96.8 % / 97.6 % test accuracy (seeds 0 / 1), freeze-frame
 # accuracy 0.17 (chance 1/6), ~2.5 min with decoding; tests/test_video_ground_truth.py checks it.
 VIDEO_DEFAULTS: dict[str, Any] = {"width": 16}
 DEFAULT_PRESET = "small"
-
-
-def load_videos(reader: UCF101Reader) -> tuple[Tensor, Tensor, int]:
-    """All readable clips of ``reader`` as (N, C, T, H, W) float16 (preprocessed), labels (N,), and the number
-    skipped (a :class:`SampleError`: missing, unreadable or too short); none readable raises UsageError."""
-    xs, ys, skipped = [], [], 0
-    for i in range(len(reader)):
-        try:
-            sample = reader.load(i)
-        except SampleError:
-            skipped += 1
-            continue
-        xs.append(sample.x.half())
-        ys.append(sample.label)
-    if not xs:
-        raise UsageError(f"no readable video in {reader!r} ({skipped} skipped)")
-    return torch.stack(xs), torch.tensor(ys, dtype=torch.long), skipped
 
 
 def freeze_frames(x: Tensor) -> Tensor:
@@ -93,8 +76,8 @@ def train_video(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
             raise UsageError(str(err)) from None
         train = UCF101Reader(data_root, "train", transform=transform, clip_len=clip_len + temporal_jitter)
         test = UCF101Reader(data_root, "test", transform=transform, clip_len=clip_len)
-        x_train, y_train, skip_train = load_videos(train)
-        x_test, y_test, skip_test = load_videos(test)
+        x_train, y_train, skip_train = load_samples(train, torch.float16)
+        x_test, y_test, skip_test = load_samples(test, torch.float16)
         loaded = time.perf_counter() - started
         kwargs = dict((VIDEO_DEFAULTS if arch == "small3d" else {}) if arch_kwargs is None else arch_kwargs)
         model = build_model(arch, len(train.classes), **kwargs)
