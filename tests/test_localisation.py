@@ -283,3 +283,16 @@ def test_localisation_report_by_hand(tmp_path: Path) -> None:
     assert (b["val"]["best_alpha"], b["val"]["best_error"]) == (0.5, 0.0)
     with pytest.raises(ValueError, match="no weak_localisation rows for c"):
         localisation_report(tmp_path, method="c")
+
+
+def test_a_clip_outside_the_tube_carries_no_boxes(ucf24_root: Path, tmp_path: Path) -> None:
+    """The centre clip (frames 16-31) of a video whose only tube covers frames 0-9 has no annotation, so box
+    metrics skip it instead of recording a NaN; one boxed frame is enough to keep the per-frame list."""
+    t = VideoTransform(size=48, resize=None, mean=(0, 0, 0), std=(1, 1, 1), scale=1.0)
+    for (sf, ef), boxed in (((0, 10), 0), ((31, 40), 1)):
+        db = {"Basketball/v_Basketball_g01_c01": {"label": 0, "numf": 48, "annotations": [tube(sf, ef)]}}
+        ann = tmp_path / f"ann{sf}.pkl"
+        ann.write_bytes(py2_style(pickle.dumps(db, protocol=3)))
+        meta = UCF101Reader(ucf24_root, annotations=ann, transform=t).load(0).meta
+        assert meta["indices"] == list(range(16, 32))
+        assert sum(map(bool, meta.get("boxes", []))) == boxed

@@ -161,8 +161,10 @@ class VideoFolderDataset:
         if ann is not None:
             height, width = frames.shape[1:3]
             sy, sx = height / ann.resolution[0], width / ann.resolution[1]
-            meta["boxes"] = [self.transform.map_boxes([[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
-                                                       for b in ann.boxes_at(i)], width, height) for i in indices]
+            boxes = [self.transform.map_boxes([[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
+                                               for b in ann.boxes_at(i)], width, height) for i in indices]
+            if any(boxes):  # a clip outside the tube has no annotation (box metrics skip it, no NaN row)
+                meta["boxes"] = boxes
         return Sample(self.sample_id(index), self.transform(frames), self.label(index), meta)
 
 
