@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import xcore.explain as E
-from xcore.data import ImageTransform, default_data_root, generate, open_dataset
+from xcore.data import ImageTransform, default_data_root, generate_images, open_dataset
 from xcore.metrics import deletion_insertion
 from xcore.models import load_checkpoint, train_model
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--methods", nargs="*", default=None)
     args = ap.parse_args()
-    root = generate(default_data_root())
+    root = generate_images(default_data_root())
     if not MODEL.exists():
         train_model(root, MODEL)
     model, meta = load_checkpoint(MODEL)

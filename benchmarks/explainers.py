@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 import xcore.explain as E
-from xcore.data import ImageTransform, default_data_root, generate, open_dataset
+from xcore.data import ImageTransform, default_data_root, generate_images, open_dataset
 from xcore.explain.base import METHODS
 from xcore.models import load_checkpoint, train_model
 
@@ -277,7 +277,7 @@ def ours_call(label: str, b: Bench, quick: bool) -> tuple[Callable[[], Tensor], 
 def demo_bench(n: int) -> Bench:
     from zennit.canonizers import SequentialMergeBatchNorm
 
-    root = generate(default_data_root())
+    root = generate_images(default_data_root())
     if not MODEL.exists():
         train_model(root, MODEL)
     model, meta = load_checkpoint(MODEL)
@@ -297,7 +297,7 @@ def resnet_bench(n: int) -> Bench:
 
 
 def demo_images(n: int, tf: ImageTransform) -> Tensor:
-    ds = open_dataset("imagenet", generate(default_data_root()), "val", transform=tf)
+    ds = open_dataset("imagenet", generate_images(default_data_root()), "val", transform=tf)
     step = max(1, len(ds) // n)
     return torch.stack([ds.load(i).x for i in range(0, step * n, step)])
 

@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 import xcore.explain as E
 from xcore.data import UCF101Reader
-from xcore.data.video import centre_indices, frame_count, kinetics_transform, read_clip
+from xcore.data.video_decode import centre_indices, frame_count, read_clip
+from xcore.data.video_transforms import video_preset
 from xcore.metrics import deletion_insertion
 from xcore.models import build_model
 
@@ -69,7 +70,7 @@ def r3d(num_classes: int, device: str) -> nn.Module:
 
 
 def clips(root: Path, n: int) -> tuple[Tensor, int]:
-    reader = UCF101Reader(root, "test", transform=kinetics_transform())
+    reader = UCF101Reader(root, "test", transform=video_preset("kinetics"))
     return torch.stack([reader.load(i).x for i in range(min(n, len(reader)))]), len(reader.classes)
 
 

@@ -184,7 +184,7 @@ def synthetic_root(modality: str) -> Path:
         return data.generate_videos(data.default_video_root())
     if modality == "skeleton":
         return data.generate_skeletons(data.default_skeleton_root())
-    return data.generate(data.default_data_root())
+    return data.generate_images(data.default_data_root())
 
 
 def demo_model(modality: str) -> Path:

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from xcore.core.shards import Shard
 from xcore.io.parquet import clean_stale_temps
 from xcore.io.runs import write_json_atomic
-from xcore.pipeline.base import Job, Shard
+from xcore.pipeline.base import Job
 
 log = logging.getLogger("xcore.driver")
 Listener = Callable[[dict[str, Any], int, int], None]

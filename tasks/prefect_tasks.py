@@ -14,7 +14,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.driver import dispatch, make_executor, plan
-from xcore.pipeline.base import Job, Shard
+from xcore.core.shards import Shard
+from xcore.pipeline.base import Job
 
 
 @task(name="plan-shards", cache_policy=NO_CACHE)

@@ -18,8 +18,8 @@ import ray
 import ray.exceptions
 
 from tasks.driver import WorkerLostError, apply_hints
+from xcore.core.shards import Shard
 from xcore.pipeline import open_job
-from xcore.pipeline.base import Shard
 
 log = logging.getLogger("xcore.runtime")
 OBJECT_STORE_BYTES = 256 * 1024**2

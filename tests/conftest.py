@@ -20,9 +20,9 @@ os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic data in the real ImageNet layout: 6 classes, 6 train images each, 10 val images, 32 px."""
-    from xcore.data import generate
+    from xcore.data import generate_images
 
-    return generate(tmp_path_factory.mktemp("data") / "shapes", n_train_per_class=6, n_val=10, size=32)
+    return generate_images(tmp_path_factory.mktemp("data") / "shapes", n_train_per_class=6, n_val=10, size=32)
 
 
 @pytest.fixture(scope="session")

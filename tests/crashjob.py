@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from xcore.pipeline.base import Shard, plan_shards
+from xcore.core.shards import Shard, plan_shards
 
 
 class CrashWorker:

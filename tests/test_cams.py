@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import xcore.explain as E
+from xcore.core.context import capture
+from xcore.core.maps import resize_to
 from xcore.errors import UsageError
 from xcore.explain.gradamap_cam import gradamap_weights
 from xcore.explain.gradcam import activation_and_gradient
@@ -223,7 +225,7 @@ def _pgc_scale(native: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         m = m - m.flatten(1).amin(1)[:, None, None]
         return m / (1e-7 + m.flatten(1).amax(1)[:, None, None])
 
-    return scale(E.base.resize_to(scale(native), size)).numpy()
+    return scale(resize_to(scale(native), size)).numpy()
 
 
 def _model(arch: str) -> tuple[nn.Module, str]:
@@ -271,7 +273,7 @@ def test_score_and_ablation_cams_equal_pytorch_grad_cam(arch: str, shape: tuple[
     torch.manual_seed(2)
     x, t = torch.randn(*shape), [4, 1][: shape[0]]
     size = shape[2:]
-    with E.base.capture(net, layer) as store, torch.no_grad():
+    with capture(net, layer) as store, torch.no_grad():
         net(x)
     assert store["act"].min() == 0
     native = E.run("scorecam", net, x, t, layer=layer, variant="pytorch_grad_cam", batch_size=64, resize=False)

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from xcore.data import DATASETS, ImageNetReader, ImageTransform, default_data_root, generate, open_dataset
-from xcore.data import synthetic as syn
+from xcore.data import DATASETS, ImageNetReader, ImageTransform, default_data_root, generate_images, open_dataset
+from xcore.data import synthetic_images as syn
 from xcore.errors import UsageError
 
 SEED, SIZE, N_TRAIN, N_VAL = 3, 64, 2, 12
@@ -23,7 +23,7 @@ PARAMS = {"n_train_per_class": N_TRAIN, "n_val": N_VAL, "size": SIZE, "seed": SE
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("gen") / "shapes", **PARAMS)
+    return generate_images(tmp_path_factory.mktemp("gen") / "shapes", **PARAMS)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -42,9 +42,9 @@ def _xml_box(root: Path, stem: str) -> tuple[str, list[int]]:
 
 
 def test_generate_is_deterministic(shapes: Path, tmp_path: Path) -> None:
-    again = generate(tmp_path / "again", **PARAMS)
+    again = generate_images(tmp_path / "again", **PARAMS)
     assert _files(again) == _files(shapes)
-    other = generate(tmp_path / "other", **{**PARAMS, "seed": SEED + 1})
+    other = generate_images(tmp_path / "other", **{**PARAMS, "seed": SEED + 1})
     assert _files(other)["val/ILSVRC2012_val_00000001.JPEG"] != _files(shapes)["val/ILSVRC2012_val_00000001.JPEG"]
 
 
@@ -102,17 +102,17 @@ def test_train_folder_class_is_the_drawn_shape(shapes: Path) -> None:
 def test_generate_is_idempotent_and_guarded(shapes: Path, tmp_path: Path) -> None:
     assert json.loads((shapes / ".complete").read_text()) == {"format": syn.FORMAT_VERSION, **PARAMS}
     mtime = (shapes / "val" / "ILSVRC2012_val_00000001.JPEG").stat().st_mtime_ns
-    assert generate(shapes, **PARAMS) == shapes
+    assert generate_images(shapes, **PARAMS) == shapes
     assert (shapes / "val" / "ILSVRC2012_val_00000001.JPEG").stat().st_mtime_ns == mtime
     with pytest.raises(UsageError, match="force"):
-        generate(shapes, **{**PARAMS, "n_val": N_VAL + 1})
+        generate_images(shapes, **{**PARAMS, "n_val": N_VAL + 1})
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x.txt").write_text("keep me")
     with pytest.raises(UsageError):
-        generate(foreign, **PARAMS)
+        generate_images(foreign, **PARAMS)
     assert (foreign / "x.txt").read_text() == "keep me"
-    generate(foreign, **{**PARAMS, "n_val": 3}, force=True)
+    generate_images(foreign, **{**PARAMS, "n_val": 3}, force=True)
     assert not (foreign / "x.txt").exists() and len(list((foreign / "val").iterdir())) == 3
 
 
@@ -123,7 +123,7 @@ def test_interrupted_generation_never_looks_complete(tmp_path: Path, monkeypatch
 
     monkeypatch.setattr(syn, "_write", boom)
     with pytest.raises(KeyboardInterrupt):
-        generate(tmp_path / "shapes", **PARAMS)
+        generate_images(tmp_path / "shapes", **PARAMS)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
+from xcore.core.batching import chunked, forward_batch_size
 from xcore.metrics import auc, deletion_insertion
-from xcore.metrics.batching import chunked, forward_batch_size
 from xcore.metrics.deletion_insertion import rise_blur, step_counts
 
 
@@ -173,7 +173,7 @@ def test_batchnorm_folding_keeps_the_curves_and_tracks_weight_changes() -> None:
 def test_clips_go_channels_last_3d_without_changing_the_curves() -> None:
     """5-D inputs are fed as ``channels_last_3d`` (faster oneDNN convs); a model that rejects that layout gets
     contiguous clips; the curves are the same either way."""
-    from xcore.metrics.batching import accepts_channels_last
+    from xcore.core.batching import accepts_channels_last
 
     class ViewFirst(nn.Module):  # ``.view`` fails on channels-last strides: forces the contiguous path
         def __init__(self, net: nn.Module) -> None:

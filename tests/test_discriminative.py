@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import xcore.explain as E
 from xcore.errors import UsageError
 from xcore.explain.discriminative import freeze_clips
-from xcore.models.video import Small3DCNN
+from xcore.models.video_nets import Small3DCNN
 
 T, H = 8, 16
 

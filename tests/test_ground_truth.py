@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import xcore.explain as E
-from xcore.data import ImageTransform, generate, open_dataset
+from xcore.data import ImageTransform, generate_images, open_dataset
 from xcore.metrics import deletion_insertion
 from xcore.models import load_checkpoint, train_model
 
@@ -22,7 +22,7 @@ from xcore.models import load_checkpoint, train_model
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """The demo's data and model, made exactly as ``xai demo`` makes them (defaults; about 2 minutes)."""
-    root = generate(tmp_path_factory.mktemp("gt") / "shapes")
+    root = generate_images(tmp_path_factory.mktemp("gt") / "shapes")
     ckpt = Path(tmp_path_factory.mktemp("gt-model")) / "m.pt"
     train_model(root, ckpt, num_threads=2)
     model, meta = load_checkpoint(ckpt)

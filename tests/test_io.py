@@ -11,11 +11,11 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from xcore.core.shards import Shard
 from xcore.io import parquet as xpq
 from xcore.io.atomic import temp_name
 from xcore.io.parquet import clean_stale_temps, decode_heatmap, encode_heatmap, read_footer, write_atomic
 from xcore.io.runs import RunLayout, run_key
-from xcore.pipeline.base import Shard
 
 
 def _table(n: int = 3) -> pa.Table:

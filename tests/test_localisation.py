@@ -16,8 +16,9 @@ import torch
 from test_video_data import py2_style
 
 from xcore.analysis.localisation import localisation_report
-from xcore.data.video import VideoTransform, write_video
-from xcore.data.video_datasets import UCF101Reader
+from xcore.data.video_decode import write_video
+from xcore.data.video_readers import UCF101Reader
+from xcore.data.video_transforms import VideoTransform
 from xcore.errors import SampleError, UsageError
 from xcore.metrics import METRICS, validate
 from xcore.metrics.localisation import (

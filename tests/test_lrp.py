@@ -10,8 +10,8 @@ import torchvision
 from torch import Tensor, nn
 
 import xcore.explain as E
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target
 from xcore.explain.lrp import alpha_beta, proportional, relevance, z_box
 
 

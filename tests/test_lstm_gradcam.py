@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 import xcore.explain as E
+from xcore.core.context import model_state, rnn_without_cudnn
 from xcore.errors import UsageError
-from xcore.explain.base import model_state, rnn_without_cudnn
 from xcore.explain.lstm_gradcam import frame_mass
-from xcore.models.video import CNNLSTM, Small3DCNN
+from xcore.models.video_nets import CNNLSTM, Small3DCNN
 
 B, T, S = 2, 3, 64  # 64² frames -> 2×2 at cnn.layer4
 

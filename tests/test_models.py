@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from xcore.data import generate
+from xcore.data import generate_images
 from xcore.errors import UsageError
 from xcore.models import (
     MODELS,
@@ -140,7 +140,7 @@ def test_load_weights_strips_wrappers(tmp_path: Path) -> None:
 
 
 def test_train_one_short_epoch(tmp_path: Path) -> None:
-    root = generate(tmp_path / "shapes", n_train_per_class=4, n_val=6, size=48, seed=1)
+    root = generate_images(tmp_path / "shapes", n_train_per_class=4, n_val=6, size=48, seed=1)
     seen: list[dict] = []
     threads = torch.get_num_threads()
     meta = train_model(root, tmp_path / "m.pt", epochs=1, batch_size=8, num_threads=1, progress=seen.append)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from xcore.data import skeleton_synthetic as syn
+from xcore.data import synthetic_skeletons as syn
 from xcore.data.base import DATASETS
 from xcore.data.ntu import (
     CENTER_JOINT,

@@ -14,11 +14,11 @@ import torch
 
 import xcore.explain
 from tasks.driver import LocalExecutor, WorkerLostError, dispatch, plan
+from xcore.core.batching import BatchSize, robust_map
+from xcore.core.shards import Shard, plan_shards
 from xcore.errors import UsageError
 from xcore.io.parquet import decode_heatmap
 from xcore.pipeline import open_job
-from xcore.pipeline.base import Shard, plan_shards
-from xcore.pipeline.batching import BatchSize, robust_map
 
 
 def _run(job, executor=None):

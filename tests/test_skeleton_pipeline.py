@@ -14,7 +14,7 @@ import torch
 
 import xcore.explain as E
 from tasks.driver import LocalExecutor, dispatch, plan
-from xcore.analysis.skeleton import beta, contrastivity, faithfulness, joint_importance
+from xcore.analysis.joint_importance import beta, contrastivity, faithfulness, joint_importance
 from xcore.analysis.skeleton_report import hit_rate, write_report
 from xcore.data import NTUReader, generate_skeletons
 from xcore.metrics import node_masking

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xcore.data import skeleton_synthetic as syn
+from xcore.data import synthetic_skeletons as syn
 from xcore.data.ntu import (
     NTUReader,
     parse_name,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import xcore.explain as E
-from xcore.data.video import KINETICS_MEAN, KINETICS_STD
+from xcore.core.presets import KINETICS_MEAN, KINETICS_STD
 from xcore.errors import UsageError
 from xcore.explain import superpixels as S
 from xcore.explain.swag import paint_superpixels, swag_segments
@@ -153,7 +153,7 @@ def test_swag_v_defaults_and_errors() -> None:
 @pytest.mark.parametrize("preset", ["kinetics", "c3d", "small"])
 def test_preset_rgb_inverts_each_video_preset_to_rgb_pixels(preset: str) -> None:
     """``denormalise(x, *preset_rgb(p))`` gives back raw/255 in RGB order, also for C3D's BGR 0..255 input."""
-    from xcore.data.video import video_preset
+    from xcore.data.video_transforms import video_preset
     from xcore.explain.swag_v import preset_rgb
 
     raw = np.random.default_rng(0).integers(0, 256, size=(4, 64, 90, 3), dtype=np.uint8)
@@ -167,7 +167,7 @@ def test_preset_rgb_inverts_each_video_preset_to_rgb_pixels(preset: str) -> None
 
 def test_swag_v_takes_the_colour_normalisation_from_the_models_preset() -> None:
     """A C3D-preset model's clip is de-normalised with C3D's BGR mean (not Kinetics') for the image supervoxels."""
-    from xcore.data.video import video_preset
+    from xcore.data.video_transforms import video_preset
     from xcore.explain.swag_v import preset_rgb
 
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from torch import nn
 import xcore.explain as E
 from xcore.errors import UsageError
 from xcore.explain.jitter_cam import accumulate, enlarge, offsets
-from xcore.models.video import Small3DCNN
+from xcore.models.video_nets import Small3DCNN
 
 # ---------------------------------------------------------------- toys with a known activation and gradient
 

@@ -13,24 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from xcore.core.presets import C3D_MEAN_BGR, KINETICS_MEAN, KINETICS_STD
 from xcore.data.base import DATASETS
 from xcore.data.ucf24 import load_ucf24, safe_load_pickle
-from xcore.data.video import (
-    C3D_MEAN_BGR,
-    KINETICS_MEAN,
-    KINETICS_STD,
-    VideoTransform,
-    _DecordHelper,
-    c3d_transform,
-    centre_indices,
-    frame_count,
-    kinetics_transform,
-    read_clip,
-    sliding_indices,
-    video_preset,
-    write_video,
-)
-from xcore.data.video_datasets import HMDB51Reader, KineticsReader, UCF101Reader, clip_name
+from xcore.data.video_decode import _DecordHelper, centre_indices, frame_count, read_clip, sliding_indices, write_video
+from xcore.data.video_readers import HMDB51Reader, KineticsReader, UCF101Reader, clip_name
+from xcore.data.video_transforms import VideoTransform, video_preset
 from xcore.errors import SampleError, UsageError
 
 LEVEL0, STEP, N = 8, 10, 20
@@ -155,7 +143,7 @@ def test_sliding_indices() -> None:
 def test_c3d_preset_is_bgr_minus_mean_without_std() -> None:
     clip = np.zeros((2, 240, 320, 3), np.uint8)
     clip[...] = (200, 100, 50)  # RGB
-    x = c3d_transform()(clip)
+    x = video_preset("c3d")(clip)
     assert x.shape == (3, 2, 112, 112) and x.dtype == torch.float32
     # channel 0 = B - 90, 1 = G - 98, 2 = R - 102
     assert torch.equal(x[:, 0, 0, 0], torch.tensor([50 - 90.0, 100 - 98.0, 200 - 102.0]))
@@ -167,7 +155,7 @@ def test_c3d_crop_takes_rows_8_to_119_and_columns_30_to_141() -> None:
     clip = np.zeros((1, 128, 171, 3), np.uint8)  # already 128x171: no resize
     clip[..., 0] = np.arange(171)[None, None, :]  # R = column
     clip[..., 1] = np.arange(128)[None, :, None]  # G = row
-    x = c3d_transform()(clip)
+    x = video_preset("c3d")(clip)
     assert torch.equal(x[2, 0, 0], torch.arange(30, 142, dtype=torch.float32) - 102)
     assert torch.equal(x[1, 0, :, 0], torch.arange(8, 120, dtype=torch.float32) - 98)
 
@@ -190,7 +178,7 @@ def test_shorter_side_resize_and_box_mapping() -> None:
     x = t(clip)  # 16x8 -> 8x4 (every other column, averaged), then columns 2..5
     assert x.shape == (3, 1, 4, 4)
     assert torch.equal(x[2, 0, 0], torch.tensor([45.0, 65.0, 85.0, 105.0]))
-    k = kinetics_transform()  # 320x240 -> 171x128, crop at column 30, row 8
+    k = video_preset("kinetics")  # 320x240 -> 171x128, crop at column 30, row 8
     assert k.map_boxes([[160, 120, 200, 160]], 320, 240) == [[55, 56, 77, 77]]
 
 
@@ -300,7 +288,7 @@ def test_ucf101_lists_labels_and_case_quirk(ucf_root: Path) -> None:
 
 
 def test_ucf101_load_clip_and_boxes(ucf_root: Path) -> None:
-    ds = UCF101Reader(ucf_root, split="test", transform=kinetics_transform())
+    ds = UCF101Reader(ucf_root, split="test", transform=video_preset("kinetics"))
     s = ds.load(0)
     assert s.sample_id == "v_Basketball_g01_c01" and s.label == 1
     assert s.x.shape == (3, 16, 112, 112) and s.x.dtype == torch.float32

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from xcore.data import generate_videos
-from xcore.data.video_synthetic import CLASSES
+from xcore.data.synthetic_videos import CLASSES
 from xcore.models import load_checkpoint, train_video
 from xcore.models.train_video import VIDEO_DEFAULTS, freeze_frames
 

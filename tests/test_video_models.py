@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 import xcore.explain as xe
 from xcore.models import build_model
-from xcore.models.video import (
+from xcore.models.video_nets import (
     C3D,
     CNNLSTM,
     Small3DCNN,

@@ -17,7 +17,7 @@ from tasks.driver import LocalExecutor, dispatch, plan
 from xcore.analysis.localisation import localisation_report
 from xcore.analysis.video import box_mass_report, freeze_frame_report
 from xcore.data import UCF101Reader, generate_videos
-from xcore.data.video import kinetics_transform
+from xcore.data.video_transforms import video_preset
 from xcore.io.parquet import decode_heatmap
 from xcore.metrics import weak_localisation
 from xcore.models import build_model, load_checkpoint, save_checkpoint
@@ -76,7 +76,7 @@ def test_tables_equal_direct_calls(video_run: dict) -> None:
     """Every stored part, the freeze-frame extras and the localisation IoUs equal the library called directly."""
     job = video_run["job"]
     model, _ = load_checkpoint(job.config["model"])
-    reader = UCF101Reader(video_run["root"], "test", transform=kinetics_transform())
+    reader = UCF101Reader(video_run["root"], "test", transform=video_preset("kinetics"))
     expl = _rows(job.run_dir, "SELECT * FROM '{run}/explanations/*/*.parquet' WHERE method = 'discriminative'")
     mets = {r["index"]: r for r in _rows(job.run_dir, "SELECT * FROM '{run}/metrics/*/*.parquet' "
                                                       "WHERE method = 'discriminative'")}

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from xcore.data import UCF101Reader, default_video_root, generate_videos
+from xcore.data.synthetic_videos import CLASSES, VISIBLE, centre_region, py2_pickle, render_video, trajectory
 from xcore.data.ucf24 import load_ucf24
-from xcore.data.video import read_clip, video_preset
-from xcore.data.video_synthetic import CLASSES, VISIBLE, centre_region, py2_pickle, render_video, trajectory
+from xcore.data.video_decode import read_clip
+from xcore.data.video_transforms import video_preset
 from xcore.errors import UsageError
 from xcore.models.train_video import freeze_frames, jitter
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 import xcore.explain as E
-from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from xcore.explain.base import Target
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.targets import Target
 from xcore.explain.superpixels import denormalise
 from xcore.explain.xrai import felzenszwalb_masks, xrai_attribution, xrai_from_attribution, xrai_greedy
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from xcore.analysis.skeleton import query_rows
+from xcore.analysis.joint_importance import query_rows
 from xcore.data.base import DATASETS
-from xcore.data.video_datasets import VideoFolderDataset
+from xcore.data.video_readers import VideoFolderDataset
 from xcore.io.query import connect
 from xcore.metrics.localisation import DEFAULT_ALPHAS, FAMILIES, localisation_error
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from xcore.analysis.skeleton import query_rows
+from xcore.analysis.joint_importance import query_rows
 from xcore.io.parquet import decode_heatmap
 
 Boxes = list[list[list[float]]]  # per frame, a list of [x1, y1, x2, y2]

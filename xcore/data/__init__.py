@@ -9,15 +9,11 @@ from typing import Any
 from xcore.data.base import DATASETS, Dataset, Sample
 from xcore.data.imagenet import ImageNetReader
 from xcore.data.ntu import NTUReader  # registers "ntu"
-from xcore.data.skeleton_synthetic import generate_skeletons
-from xcore.data.synthetic import generate
+from xcore.data.synthetic_skeletons import generate_skeletons
+from xcore.data.synthetic_images import generate_images
 from xcore.data.transforms import ImageTransform
-from xcore.data.video_datasets import (  # registers ucf101, hmdb51, kinetics400
-    HMDB51Reader,
-    KineticsReader,
-    UCF101Reader,
-)
-from xcore.data.video_synthetic import generate_videos
+from xcore.data.video_readers import HMDB51Reader, KineticsReader, UCF101Reader
+from xcore.data.synthetic_videos import generate_videos
 from xcore.errors import UsageError
 
 DATASETS.add("imagenet", ImageNetReader)
@@ -35,7 +31,7 @@ __all__ = [
     "default_data_root",
     "default_skeleton_root",
     "default_video_root",
-    "generate",
+    "generate_images",
     "generate_skeletons",
     "generate_videos",
     "open_dataset",

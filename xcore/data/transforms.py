@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+
 _EPS = 1e-6  # float slack so that exact scaled edges do not round outward
 
 

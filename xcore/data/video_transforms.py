@@ -12,12 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xcore.core.presets import C3D_MEAN_BGR, KINETICS_MEAN, KINETICS_STD, PRESETS, preset
 from xcore.data.transforms import Geometry, ImageTransform
-
-KINETICS_MEAN: tuple[float, float, float] = (0.43216, 0.394666, 0.37645)
-KINETICS_STD: tuple[float, float, float] = (0.22803, 0.22145, 0.216989)
-C3D_MEAN_BGR: tuple[float, float, float] = (90.0, 98.0, 102.0)
-"""jfzhang95/pytorch-video-recognition subtracts this from OpenCV (BGR) frames in 0..255 (formats.md 10.2)."""
 
 
 class VideoTransform(ImageTransform):
@@ -90,27 +86,9 @@ class VideoTransform(ImageTransform):
         return self.normalize(x).contiguous()
 
 
-def kinetics_transform() -> VideoTransform:
-    """torchvision ``VideoClassification`` preset of r3d_18 / mc3_18 / r2plus1d_18 (formats.md 10.1)."""
-    return VideoTransform(112, (128, 171), KINETICS_MEAN, KINETICS_STD, 1.0 / 255.0, bgr=False)
-
-
-def c3d_transform() -> VideoTransform:
-    """C3D (jfzhang95): BGR, 0..255, minus (90, 98, 102), no std, 128x171 -> 112 (formats.md 10.2)."""
-    return VideoTransform(112, (128, 171), C3D_MEAN_BGR, (1.0, 1.0, 1.0), 1.0, bgr=True)
-
-
-def small_transform() -> VideoTransform:
-    """The "kinetics" preset at half size for CPU training: 64x85 -> centre crop 56, Kinetics mean / std (keeps
-    the same part of the frame as 128x171 -> 112)."""
-    return VideoTransform(56, (64, 85), KINETICS_MEAN, KINETICS_STD, 1.0 / 255.0, bgr=False)
-
-
-PRESETS = {"kinetics": kinetics_transform, "c3d": c3d_transform, "small": small_transform}
-
-
 def video_preset(name: str) -> VideoTransform:
-    """The named preprocessing preset: "kinetics", "c3d" or "small"."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown video preset {name!r}; use one of {', '.join(PRESETS)}")
-    return PRESETS[name]()
+    """The clip transform of the named preset (:data:`xcore.core.presets.PRESETS`): "kinetics", "c3d" or "small"."""
+    if name not in PRESETS or name == "imagenet":
+        raise ValueError(f"unknown video preset {name!r}; use one of kinetics, c3d, small")
+    p = preset(name)
+    return VideoTransform(p.size, p.resize, p.mean, p.std, p.scale, bgr=p.bgr)

@@ -13,18 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import (
-    METHODS,
-    Explanation,
-    Method,
-    Target,
-    Targets,
-    get_layer,
-    map_grid,
-    model_device,
-    model_state,
-    resize_to,
-)
+from xcore.core.context import model_device, model_state
+from xcore.core.layers import get_layer
+from xcore.core.maps import map_grid, resize_to
+from xcore.core.targets import Target, Targets
+from xcore.explain.base import METHODS, Explanation, Method
 
 __all__ = ["METHODS", "Explanation", "Method", "Target", "available", "run", "validate"]
 

@@ -24,8 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, default_layer, get_layer, register
-from xcore.explain.cam_common import as_channel_weights, clean_forward, pair_scores
+from xcore.core.layers import default_layer, get_layer
+from xcore.core.targets import Target
+from xcore.explain._cam import as_channel_weights, clean_forward, pair_scores
+from xcore.explain.base import register
 from xcore.explain.gradcam import weighted_sum
 
 

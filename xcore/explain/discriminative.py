@@ -25,9 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from xcore.core.batching import spans
+from xcore.core.maps import map_grid, resize_to
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import METHODS, Explanation, Method, Target, map_grid, register, resize_to
-from xcore.explain.tiling import resolve, spans
+from xcore.explain._copies import resolve
+from xcore.explain.base import METHODS, Explanation, Method, register
 
 PARTS = ("temporal", "spatial", "full")
 

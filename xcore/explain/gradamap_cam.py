@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, default_layer, register
-from xcore.explain.cam_common import positions
+from xcore.core.layers import default_layer
+from xcore.core.targets import Target
+from xcore.explain._cam import positions
+from xcore.explain.base import register
 from xcore.explain.gradcam import activation_and_gradient, weighted_sum
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from xcore.core.context import capture
+from xcore.core.layers import default_layer
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, capture, default_layer, register
-from xcore.explain.cam_common import pooled_dims
+from xcore.explain._cam import pooled_dims
+from xcore.explain.base import register
 
 
 def activation_and_gradient(model: nn.Module, x: Tensor, target: Target, layer: str,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, reduce_channels, register
+from xcore.core.maps import reduce_channels
+from xcore.core.targets import Target
+from xcore.explain.base import register
 
 
 def input_gradient(model: nn.Module, x: Tensor, target: Target, *, softmax: bool = False) -> Tensor:

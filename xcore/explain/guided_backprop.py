@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from xcore.explain.base import Target, reduce_channels, register
+from xcore.core.maps import reduce_channels
+from xcore.core.targets import Target
+from xcore.explain.base import register
 from xcore.explain.gradient import input_gradient
 
 

@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xcore.core.batching import spans
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import METHODS, Target, register
-from xcore.explain.tiling import resolve, spans
+from xcore.explain._copies import resolve
+from xcore.explain.base import METHODS, register
 
 
 def offsets(p: int, m: int, d: int) -> list[int]:

@@ -38,13 +38,15 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import pairwise_distances
 from torch import Tensor, nn
 
-from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.batching import spans
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, register
+from xcore.explain._copies import resolve, tiled_scores
+from xcore.explain.base import register
 from xcore.explain.guided_backprop import guided_backprop
 from xcore.explain.superpixels import VARIANTS, denormalise
 from xcore.explain.swag import swag_segments
-from xcore.explain.tiling import resolve, spans, tiled_scores
 
 SEGMENTERS = ("quickshift", *VARIANTS)
 

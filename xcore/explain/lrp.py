@@ -33,9 +33,11 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.maps import reduce_channels
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, reduce_channels, register
+from xcore.explain.base import register
 from xcore.models.fold import folded
 
 Rule = Callable[[nn.Module, Tensor, Tensor], Tensor]

@@ -1,7 +1,7 @@
 """Per-frame Grad-CAM for CNN-LSTM video models (001_bccc7524706a9455.txt §2.2, §3; methods.md §7.2).
 
 The per-frame 2-D CNN runs on all frames at once with the frames folded into the batch, so the CAM layer's
-activation is ``A`` (B·T, K, h, w), row ``b·T + t`` = frame t of clip b (:class:`xcore.models.video.CNNLSTM`).
+activation is ``A`` (B·T, K, h, w), row ``b·T + t`` = frame t of clip b (:class:`xcore.models.video_nets.CNNLSTM`).
 With ``A^{(t)}`` that frame's slice and ``y^c`` the explained score (through the LSTM and the classifier):
 
 - ``α^{(t)}_k = (1/hw) Σ_ij ∂y^c/∂A^{(t)}_kij`` (one weight per channel *and frame*),
@@ -13,9 +13,9 @@ Frame relevance (extra ``frame_relevance``, (B, T)): the model's softmax attenti
 not from the seed — each frame's Grad-CAM mass ``Σ_ij map_t`` divided by the clip's total (sums to 1; all 0 when
 the whole map is 0).
 
-cuDNN: cuDNN's RNN backward refuses eval mode (Captum #564, #1159); :func:`xcore.explain.base.model_state`, which
+cuDNN: cuDNN's RNN backward refuses eval mode (Captum #564, #1159); :func:`xcore.core.context.model_state`, which
 every method runs under, turns cuDNN off around each RNN forward on CUDA
-(:func:`~xcore.explain.base.rnn_without_cudnn`), so the backward through the LSTM works without switching the
+(:func:`~xcore.core.context.rnn_without_cudnn`), so the backward through the LSTM works without switching the
 model to ``train()``. Not exercised on a GPU here.
 """
 
@@ -23,8 +23,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from xcore.core.layers import default_layer
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Explanation, Target, default_layer, register
+from xcore.explain.base import Explanation, register
 from xcore.explain.gradcam import activation_and_gradient, pool_weights, weighted_sum
 
 

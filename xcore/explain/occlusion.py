@@ -18,8 +18,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, register
-from xcore.explain.tiling import clean_scores, spans, tiled_scores
+from xcore.core.batching import spans
+from xcore.core.targets import Target
+from xcore.explain._copies import clean_scores, tiled_scores
+from xcore.explain.base import register
 
 
 def per_axis(value: int | Sequence[int], shape: Sequence[int], name: str) -> list[int]:

@@ -17,8 +17,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, register
-from xcore.explain.tiling import resolve, spans, tiled_scores
+from xcore.core.batching import spans
+from xcore.core.targets import Target
+from xcore.explain._copies import resolve, tiled_scores
+from xcore.explain.base import register
 
 
 def upsample_matrix(cells: int, size: int) -> Tensor:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from xcore.core.context import capture
+from xcore.core.layers import default_layer, get_layer
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, capture, default_layer, get_layer, register
-from xcore.explain.cam_common import as_channel_weights, positions
+from xcore.explain._cam import as_channel_weights, positions
+from xcore.explain.base import register
 from xcore.explain.gradcam import weighted_sum
 
 

@@ -22,9 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xcore.core.layers import default_layer
+from xcore.core.maps import resize_to
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, default_layer, register, resize_to
-from xcore.explain.cam_common import as_channel_weights, clean_forward, pair_scores
+from xcore.explain._cam import as_channel_weights, clean_forward, pair_scores
+from xcore.explain.base import register
 from xcore.explain.gradcam import weighted_sum
 
 VARIANTS = ("official", "paper_v2", "pytorch_grad_cam")

@@ -12,8 +12,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, reduce_channels, register
-from xcore.explain.tiling import resolve, spans, tiled_gradient
+from xcore.core.batching import spans
+from xcore.core.maps import reduce_channels
+from xcore.core.targets import Target
+from xcore.explain._copies import resolve, tiled_gradient
+from xcore.explain.base import register
 
 
 @register("smoothgrad")

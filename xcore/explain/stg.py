@@ -21,8 +21,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from xcore.core.context import capture
+from xcore.core.layers import default_layer, get_layer
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, capture, default_layer, get_layer, register
+from xcore.explain.base import register
 from xcore.explain.gradcam import activation_and_gradient
 
 

@@ -29,7 +29,7 @@ from skimage.color import rgb2lab
 from skimage.segmentation import slic
 from torch import Tensor
 
-from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.errors import UsageError
 
 VARIANTS = ("image", "gradient", "both")

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, register
+from xcore.explain.base import register
 from xcore.explain.guided_backprop import guided_backprop
 from xcore.explain.superpixels import VARIANTS, denormalise, segment
 

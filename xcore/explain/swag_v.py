@@ -24,9 +24,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from xcore.data.video_transforms import video_preset
+from xcore.core.presets import preset
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, register
+from xcore.explain.base import register
 from xcore.explain.swag import superpixel_map
 
 
@@ -51,9 +52,8 @@ def swag_v(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "b
                           compactness=compactness, w_c=w_c, w_g=w_g, softmax=softmax, mean=mean, std=std, bgr=bgr)
 
 
-def preset_rgb(preset: str) -> tuple[list[float], list[float], bool]:
-    """(mean, std, bgr) in [0, 1] units that map a ``preset``-normalised clip back to pixels:
-    ``x = (raw·scale − mean_p)/std_p`` ⇒ ``raw/255 = x·std_p/(255·scale) + mean_p/(255·scale)``."""
-    t = video_preset(preset)
-    unit = 255.0 * t.scale
-    return [m / unit for m in t.mean], [s / unit for s in t.std], t.bgr
+def preset_rgb(name: str) -> tuple[list[float], list[float], bool]:
+    """(mean, std, bgr) in [0, 1] units that map a clip normalised with preset ``name`` back to pixels."""
+    p = preset(name)
+    mean, std = p.pixel_mean_std()
+    return mean, std, p.bgr

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, default_layer, register
-from xcore.explain.cam_common import pooled_dims
+from xcore.core.layers import default_layer
+from xcore.core.targets import Target
+from xcore.explain._cam import pooled_dims
+from xcore.explain.base import register
 from xcore.explain.gradcam import activation_and_gradient, weighted_sum
 
 

@@ -25,12 +25,13 @@ from skimage.morphology import dilation, disk
 from skimage.transform import resize
 from torch import Tensor, nn
 
-from xcore.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, register
+from xcore.explain._copies import resolve
+from xcore.explain.base import register
 from xcore.explain.integrated_gradients import ig_channels
 from xcore.explain.superpixels import denormalise
-from xcore.explain.tiling import resolve
 
 FELZENSZWALB_SCALES = (50, 100, 150, 250, 500, 1200)
 FELZENSZWALB_SIGMA = 0.8

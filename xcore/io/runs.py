@@ -34,7 +34,7 @@ from xcore.io.parquet import SCHEMA_VERSION, read_footer, write_atomic
 if TYPE_CHECKING:  # runtime import would cycle through xcore.pipeline's job registration
     import pyarrow as pa
 
-    from xcore.pipeline.base import Shard
+    from xcore.core.shards import Shard
 
 PACKAGES = ("xcore", "torch", "torchvision", "numpy", "pyarrow", "duckdb", "ray", "prefect")
 

@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, Targets, map_grid, model_device, model_state, resize_to
-from xcore.metrics.batching import accepts_channels_last, chunked, forward_batch_size
+from xcore.core.batching import accepts_channels_last, chunked, forward_batch_size
+from xcore.core.context import model_device, model_state
+from xcore.core.maps import map_grid, resize_to
+from xcore.core.targets import Target, Targets
 from xcore.models.fold import folded, same_function
 
 # eclique/RISE blur: outer(k1, k1), k1 = scipy gaussian_filter(σ=5, truncate 4) of an 11-long delta

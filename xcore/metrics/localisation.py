@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from xcore.core.maps import map_grid, resize_to
+from xcore.core.targets import Targets
 from xcore.errors import SampleError
-from xcore.explain.base import Targets, map_grid, resize_to
 
 VAL_ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 10) for i in range(20))
 MEAN_ALPHAS: tuple[float, ...] = tuple(0.5 * i for i in range(21))

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Targets, model_device, model_state, resize_to
-from xcore.metrics.batching import chunked, forward_batch_size
+from xcore.core.batching import chunked, forward_batch_size
+from xcore.core.context import model_device, model_state
+from xcore.core.maps import resize_to
+from xcore.core.targets import Targets
 
 
 def valid_frames(x: Tensor) -> Tensor:

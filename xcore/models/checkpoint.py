@@ -104,7 +104,7 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tup
     model = build_model(meta["arch"], int(meta["num_classes"]), **(meta.get("arch_kwargs") or {}))
     load_weights(model, path)
     if meta.get("preset"):  # a video checkpoint: LRP's z^β bounds are its preset's input range
-        from xcore.data.video import video_preset
+        from xcore.data.video_transforms import video_preset
 
         model.xcore_input_bounds = video_preset(str(meta["preset"])).input_bounds()
         model.xcore_preset = str(meta["preset"])

@@ -1,6 +1,6 @@
 """CPU training of a video classifier (the small 3-D CNN by default) on a UCF-101-style folder (the synthetic set).
 
-Every train and test video is decoded once through :class:`~xcore.data.video_datasets.UCF101Reader` with the
+Every train and test video is decoded once through :class:`~xcore.data.video_readers.UCF101Reader` with the
 checkpoint's preset: the test videos' centre clip of ``clip_len`` frames (what the explain pipeline feeds the
 model), the train videos' centre ``clip_len + jitter`` frames, from which every batch takes a random
 ``clip_len``-frame window (temporal jittering) and a random small shift. The shared
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xcore.data.video import video_preset
-from xcore.data.video_datasets import UCF101Reader
+from xcore.data.video_readers import UCF101Reader
+from xcore.data.video_transforms import video_preset
 from xcore.errors import UsageError
 from xcore.models.checkpoint import save_checkpoint
 from xcore.models.train import Progress, evaluate, fit, load_samples, torch_threads
@@ -62,7 +62,7 @@ def train_video(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
                 shift: int = 4, colours: bool = True) -> dict[str, Any]:
     """Train ``arch`` on ``data_root``'s UCF-101 trainlist01, evaluate on testlist01, save to ``out_path``.
 
-    ``preset`` names the preprocessing (:func:`~xcore.data.video.video_preset`: "small" = 56 px crops,
+    ``preset`` names the preprocessing (:func:`~xcore.data.video_decode.video_preset`: "small" = 56 px crops,
     "kinetics" = 112 px); ``arch_kwargs`` default to :data:`VIDEO_DEFAULTS` for ``small3d``. ``temporal_jitter``
     extra frames are decoded around each train clip for random windows; ``colours`` permutes the channels at
     random (for data whose colours do not decide the class, as the synthetic set's). Returns the checkpoint

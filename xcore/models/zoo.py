@@ -55,11 +55,11 @@ def stgcn7(num_classes: int, **kw: Any) -> nn.Module:
 
 def _video(name: str) -> Builder:
     def build(num_classes: int, **kw: Any) -> nn.Module:
-        from xcore.models import video
+        from xcore.models import video_nets as video
 
         return getattr(video, f"build_{name}")(num_classes, **kw)
 
-    build.__doc__ = f"Video model {name} (xcore.models.video.build_{name}); input (B, C, T, H, W)."
+    build.__doc__ = f"Video model {name} (xcore.models.video_nets.build_{name}); input (B, C, T, H, W)."
     return build
 
 

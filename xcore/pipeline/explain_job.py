@@ -23,12 +23,13 @@ import torch
 
 import xcore.explain
 import xcore.metrics
+from xcore.core.shards import Shard, plan_shards
 from xcore.data import ImageTransform, open_dataset
 from xcore.data.base import Dataset
 from xcore.errors import UsageError
 from xcore.io.runs import RunLayout, git_sha, package_versions, read_json, run_key, write_json_atomic
 from xcore.models import load_checkpoint, weights_digest
-from xcore.pipeline.base import JOBS, Shard, plan_shards
+from xcore.pipeline.base import JOBS
 
 DEFAULTS: dict[str, Any] = {"dataset_kind": None, "split": "val", "methods": None, "metrics": None,
                             "shard_size": 256, "run_id": None, "batch_size": 16, "device": None, "seed": 0,
@@ -74,7 +75,7 @@ def reader_kwargs(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
     if kind == "ntu":
         return {"max_frames": int(meta.get("max_frames") or 300)}
     if kind in ("ucf101", "hmdb51", "kinetics400"):
-        from xcore.data.video import video_preset
+        from xcore.data.video_transforms import video_preset
 
         preset = video_preset(meta.get("preset") or "kinetics")
         return {"transform": preset, "clip_len": int(meta.get("clip_len") or 16)}

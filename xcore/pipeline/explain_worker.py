@@ -22,12 +22,12 @@ from torch import Tensor, nn
 
 import xcore.explain
 import xcore.metrics
+from xcore.core.batching import BatchSize, SampleOOMError, is_oom, robust_map
+from xcore.core.maps import map_grid, resize_to
+from xcore.core.shards import Shard
 from xcore.data.base import Dataset
-from xcore.explain.base import METHODS, map_grid, resize_to
+from xcore.explain.base import METHODS
 from xcore.io.parquet import encode_heatmap
-from xcore.metrics.batching import is_oom
-from xcore.pipeline.base import Shard
-from xcore.pipeline.batching import BatchSize, SampleOOMError, robust_map
 from xcore.pipeline.tables import build_tables
 
 MAX_MESSAGE = 2000

@@ -16,9 +16,9 @@ import pyarrow as pa
 
 import xcore.explain
 import xcore.metrics
+from xcore.core.shards import Shard
 from xcore.io.parquet import HEATMAP_FIELDS
 from xcore.io.runs import RunLayout
-from xcore.pipeline.base import Shard
 
 _ID = [pa.field("sample_id", pa.string()), pa.field("index", pa.int64()), pa.field("label", pa.int64()),
        pa.field("target", pa.int64()), pa.field("pred", pa.int64()), pa.field("meta", pa.string())]

@@ -8,12 +8,10 @@ predicted class is always fixed on the clean input first (:func:`resolve`), neve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target
+from xcore.core.targets import Target
 from xcore.explain.gradient import input_gradient
 
 
@@ -32,13 +30,6 @@ def clean_scores(model: nn.Module, x: Tensor, target: Target, *, softmax: bool =
         with torch.no_grad():
             scores = target.select(model(x), softmax=softmax)
     return scores
-
-
-def spans(n: int, batch: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` ranges over ``n`` copies, ``max(1, batch_size // batch)`` copies per pass."""
-    per = max(1, int(batch_size) // batch)
-    for start in range(0, n, per):
-        yield start, min(n, start + per)
 
 
 def tiled_gradient(model: nn.Module, xs: Tensor, target: Target, *, softmax: bool = False) -> Tensor:

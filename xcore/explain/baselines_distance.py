@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from xcore.explain.base import Target, register
+from xcore.core.targets import Target
+from xcore.explain.base import register
 
 
 def distance_map(points: Tensor, shape: Sequence[int]) -> Tensor:

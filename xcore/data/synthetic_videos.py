@@ -12,7 +12,7 @@ the written tubes):
 5     CircleAnticlockwise   circling anticlockwise on screen
 ====  ====================  =========================================================
 
-Every video: a static textured background (:func:`xcore.data.synthetic._background`), 1-3 static *look-alikes*
+Every video: a static textured background (:func:`xcore.data.synthetic_images._background`), 1-3 static *look-alikes*
 (the same shapes, sizes and colours as the mover; half of the videos hold an exact twin of it), one *mover* whose
 shape, size, colour and speed (3-5 px per frame of 320x240, i.e. 0.8-1.3 px per frame in the 56 px crops) are
 drawn independently of the class, in 30 % of the videos a static bar occluding it on its way, and Gaussian
@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from xcore.data.synthetic import _background, _hsv
-from xcore.data.video import write_video
+from xcore.data.synthetic_images import _background, _hsv
+from xcore.data.video_decode import write_video
 from xcore.errors import UsageError
 from xcore.io.atomic import materialise_dir
 

@@ -233,7 +233,7 @@ def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int) 
     (tmp / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
 
 
-def generate(root: Path | str, *, n_train_per_class: int = DEFAULT_TRAIN_PER_CLASS, n_val: int = DEFAULT_VAL,
+def generate_images(root: Path | str, *, n_train_per_class: int = DEFAULT_TRAIN_PER_CLASS, n_val: int = DEFAULT_VAL,
              size: int = 112, seed: int = 0, force: bool = False) -> Path:
     """Write the synthetic dataset under ``root`` (idempotent, atomic) and return ``root``.
 

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, register
-from xcore.explain.baselines import generators
+from xcore.explain.base import register
+from xcore.explain.baselines_distance import generators
 
 LUMA = (0.299, 0.587, 0.114)
 

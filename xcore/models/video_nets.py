@@ -93,7 +93,7 @@ class CNNLSTM(nn.Module):
     ``b·T + t``), i.e. one 2-D Grad-CAM per frame; reshape to (B, T, h, w) afterwards.
 
     cuDNN's RNN backward refuses eval mode (methods.md §7.2): explanation methods run the model under
-    :func:`xcore.explain.base.model_state`, which disables cuDNN around RNN forwards on CUDA (the model is never
+    :func:`xcore.core.context.model_state`, which disables cuDNN around RNN forwards on CUDA (the model is never
     switched to ``train()``); code that backpropagates through it in eval mode outside xcore must do the same.
     """
 
@@ -177,7 +177,7 @@ class Small3DCNN(nn.Module):
 def _bounded(model: nn.Module, preset: str) -> nn.Module:
     """Record the architecture's preset (``xcore_preset``, e.g. for SWAG-V's colour features) and its input range
     (``xcore_input_bounds``, LRP's z^β bounds)."""
-    from xcore.data.video import video_preset
+    from xcore.data.video_transforms import video_preset
 
     model.xcore_input_bounds = video_preset(preset).input_bounds()
     model.xcore_preset = preset

@@ -24,22 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from xcore.data.video_transforms import (  # re-exported: the clip preprocessing presets
-    C3D_MEAN_BGR,
-    KINETICS_MEAN,
-    KINETICS_STD,
-    PRESETS,
-    VideoTransform,
-    c3d_transform,
-    kinetics_transform,
-    small_transform,
-    video_preset,
-)
 from xcore.errors import SampleError
 
-__all__ = ["BACKENDS", "C3D_MEAN_BGR", "DEFAULT_TIMEOUT", "KINETICS_MEAN", "KINETICS_STD", "PRESETS", "VideoTransform",
-           "c3d_transform", "centre_indices", "frame_count", "kinetics_transform", "read_clip", "sliding_indices",
-           "small_transform", "video_preset", "write_video"]
+__all__ = ["BACKENDS", "DEFAULT_TIMEOUT", "centre_indices", "frame_count", "read_clip", "sliding_indices", "write_video"]
 
 BACKENDS = ("auto", "decord", "pyav")
 DEFAULT_TIMEOUT = 60.0

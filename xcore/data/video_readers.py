@@ -1,7 +1,7 @@
 """Video dataset readers: UCF-101 (+ UCF101-24 boxes), HMDB51 and Kinetics-400 (formats.md sections 3-5).
 
 Each reader indexes split files and folders on construction (no decoding); ``load(i)`` decodes the entry's clip of
-``clip_len`` frames — the centre clip (:func:`~xcore.data.video.centre_indices`) unless the entry names its start
+``clip_len`` frames — the centre clip (:func:`~xcore.data.video_decode.centre_indices`) unless the entry names its start
 (UCF-101 ``clips="localisation"``) — and returns a :class:`~xcore.data.base.Sample` with ``x`` float (C, T, H, W)
 and ``meta`` = ``frames`` (decodable frame count), ``indices`` (0-based frames of the clip), ``path`` and, for
 UCF-101 videos with UCF101-24 tubes, ``boxes``: one list of [xmin, ymin, xmax, ymax] per clip frame, in the pixels
@@ -21,7 +21,8 @@ import numpy as np
 
 from xcore.data.base import DATASETS, Sample
 from xcore.data.ucf24 import UCF24_FILES, VideoBoxes, load_ucf24
-from xcore.data.video import DEFAULT_TIMEOUT, VideoTransform, centre_indices, frame_count, read_clip, sliding_indices
+from xcore.data.video_decode import DEFAULT_TIMEOUT, centre_indices, frame_count, read_clip, sliding_indices
+from xcore.data.video_transforms import VideoTransform
 from xcore.errors import UsageError
 
 VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov"})
@@ -66,7 +67,7 @@ def localisation_starts(video: VideoBoxes, clip_len: int = 16, step: int = LOCAL
     """First frames of the thesis's weak-localisation clips of one UCF101-24 video (metrics.md §3.2, §4.5.3).
 
     No clips for a video :func:`localisation_video` drops; otherwise clips start at frames 0, ``step``, 2 ``step``...
-    of the video's ``n_frames`` (those that fit, :func:`~xcore.data.video.sliding_indices`) and are kept only if
+    of the video's ``n_frames`` (those that fit, :func:`~xcore.data.video_decode.sliding_indices`) and are kept only if
     every frame of the clip has a GT box.
     """
     if not localisation_video(video, clip_len) or video.n_frames < (clip_len - 1) * stride + 1:

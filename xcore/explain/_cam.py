@@ -12,8 +12,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from xcore.core.context import capture
+from xcore.core.targets import Target
 from xcore.errors import UsageError
-from xcore.explain.base import Target, capture
 
 PairForward = Callable[[Tensor, Tensor], Tensor]
 
