@@ -23,7 +23,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q tests/unit
+	$(VENV)/bin/python -m pytest -q tests/integration
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'

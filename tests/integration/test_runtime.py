@@ -71,7 +71,7 @@ def test_a_dead_ray_actor_is_replaced_and_its_shard_rerun(ray_session, tmp_path)
     from tasks.driver import dispatch, make_executor, plan
 
     cfg = {"out": str(tmp_path / "crash"), "n": 4, "crash": [1]}
-    job = open_job("tests.crashjob:CrashJob", cfg)
+    job = open_job("tests.integration.crashjob:CrashJob", cfg)
     todo, done = plan(job)
     assert len(todo) == 4 and not done
     executor = make_executor(job, "ray", actors=1)

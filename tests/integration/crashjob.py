@@ -1,4 +1,4 @@
-"""A plug-in job kind for crash tests (``"tests.crashjob:CrashJob"``): every shard writes one marker file;
+"""A plug-in job kind for crash tests (``"tests.integration.crashjob:CrashJob"``): every shard writes one marker file;
 the shards named in ``config["crash"]`` kill their actor process the first time they run."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class CrashWorker:
 
 
 class CrashJob:
-    kind = "tests.crashjob:CrashJob"
+    kind = "tests.integration.crashjob:CrashJob"
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
