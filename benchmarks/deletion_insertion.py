@@ -19,8 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xcore.metrics import deletion_insertion
-from xcore.metrics.deletion_insertion import auc, ranks, step_counts
+from xcore.metrics.deletion_insertion import auc, deletion_insertion, ranks, step_counts
 from xcore.models import build_model
 
 

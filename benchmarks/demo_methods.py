@@ -16,7 +16,7 @@ import torch
 
 import xcore.explain as E
 from xcore.data import ImageTransform, default_data_root, generate_images, open_dataset
-from xcore.metrics import deletion_insertion
+from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import load_checkpoint, train_model
 
 MODEL = Path(".xcore/models/smallcnn.pt")

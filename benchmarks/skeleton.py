@@ -23,7 +23,7 @@ import torch
 
 import xcore.explain as E
 from xcore.data import NTUReader, default_skeleton_root, generate_skeletons
-from xcore.metrics import deletion_insertion
+from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import load_checkpoint, train_skeleton
 
 MODELS = {"xsub": Path(".xcore/models/stgcn.pt"), "xview": Path(".xcore/models/stgcn_xview.pt")}

@@ -37,7 +37,7 @@ import xcore.explain as E
 from xcore.data import UCF101Reader
 from xcore.data.video_decode import centre_indices, frame_count, read_clip
 from xcore.data.video_transforms import video_preset
-from xcore.metrics import deletion_insertion
+from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import build_model
 
 CLOCK: list[Callable[[], float]] = [time.perf_counter]

@@ -15,7 +15,7 @@ import torch
 
 import xcore.explain as E
 from xcore.data import ImageTransform, generate_images, open_dataset
-from xcore.metrics import deletion_insertion
+from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import load_checkpoint, train_model
 
 

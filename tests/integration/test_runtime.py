@@ -55,7 +55,7 @@ def test_ray_flow_matches_direct_xcore(explain_cfg, ray_session, prefect_harness
             target = model(x).argmax(1)
         for method, params in cfg["methods"].items():
             maps = xcore.explain.run(method, model, x, target, **params)
-            ref = xcore.metrics.deletion_insertion(model, x, maps, target, steps=8)
+            ref = xcore.metrics.run("deletion_insertion", model, x, maps, target, steps=8)
             row, er = metrics[(sample.sample_id, method)], expl[(sample.sample_id, method)]
             assert row["status"] == "ok" and row["pred"] == int(target)
             assert row["deletion_auc"] == pytest.approx(float(ref["deletion_auc"][0]), abs=1e-5)

@@ -17,7 +17,7 @@ from tasks.driver import LocalExecutor, dispatch, plan
 from xcore.analysis.joint_importance import beta, contrastivity, faithfulness, joint_importance
 from xcore.analysis.skeleton_report import hit_rate, write_report
 from xcore.data import NTUReader, generate_skeletons
-from xcore.metrics import node_masking
+from xcore.metrics.node_masking import node_masking
 from xcore.models import build_model, save_checkpoint
 from xcore.pipeline import open_job
 

@@ -19,7 +19,7 @@ from xcore.analysis.video import box_mass_report, freeze_frame_report
 from xcore.data import UCF101Reader, generate_videos
 from xcore.data.video_transforms import video_preset
 from xcore.io.parquet import decode_heatmap
-from xcore.metrics import weak_localisation
+from xcore.metrics.localisation import weak_localisation
 from xcore.models import build_model, load_checkpoint, save_checkpoint
 from xcore.pipeline import open_job
 

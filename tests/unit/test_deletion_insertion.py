@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from xcore.core.batching import chunked, forward_batch_size
-from xcore.metrics import auc, deletion_insertion
-from xcore.metrics.deletion_insertion import rise_blur, step_counts
+from xcore.metrics.deletion_insertion import auc, deletion_insertion, rise_blur, step_counts
 
 
 class LinearLogit(nn.Module):

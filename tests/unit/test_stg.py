@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 import xcore.explain as E
-from xcore.metrics import deletion_insertion, node_masking
+from xcore.metrics.deletion_insertion import deletion_insertion
+from xcore.metrics.node_masking import node_masking
 
 
 def fold(x: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from xcore.core.batching import accepts_channels_last, chunked, forward_batch_si
 from xcore.core.context import model_device, model_state
 from xcore.core.maps import map_grid, resize_to
 from xcore.core.targets import Target, Targets
+from xcore.metrics.base import register
 from xcore.models.fold import folded, same_function
 
 # eclique/RISE blur: outer(k1, k1), k1 = scipy gaussian_filter(σ=5, truncate 4) of an 11-long delta
@@ -70,6 +71,8 @@ def ranks(maps: Tensor) -> Tensor:
     return rank
 
 
+@register("deletion_insertion", keys=("deletion_auc", "insertion_auc", "deletion_curve", "insertion_curve"),
+          list_keys=("deletion_curve", "insertion_curve"))
 @torch.no_grad()
 def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targets = None, *,
                        steps: int = 28, substrate: str = "zero", insertion_substrate: str | None = None,

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from xcore.core.maps import map_grid, resize_to
 from xcore.core.targets import Targets
 from xcore.errors import SampleError
+from xcore.metrics.base import register
 
 VAL_ALPHAS: tuple[float, ...] = tuple(round(0.05 * i, 10) for i in range(20))
 MEAN_ALPHAS: tuple[float, ...] = tuple(0.5 * i for i in range(21))
@@ -49,6 +50,8 @@ FAMILIES: tuple[str, ...] = ("val", "mean", "energy")
 DEFAULT_ALPHAS: dict[str, tuple[float, ...]] = {"val": VAL_ALPHAS, "mean": MEAN_ALPHAS, "energy": ENERGY_ALPHAS}
 
 BoxList = Sequence[Sequence[float]]
+
+LOC_KEYS = ("loc_val_iou", "loc_mean_iou", "loc_energy_iou")  # one IoU per α of each family
 
 
 def survivors(h: Tensor, family: str, alphas: Tensor) -> Tensor:
@@ -118,6 +121,7 @@ def gt_tensor(boxes: Sequence[Sequence[BoxList]], frames: int) -> tuple[Tensor, 
     return out, valid
 
 
+@register("weak_localisation", keys=LOC_KEYS, list_keys=LOC_KEYS, needs=("boxes",))
 @torch.no_grad()
 def weak_localisation(model: nn.Module, x: Tensor, maps: Tensor, targets: Targets = None, *,
                       boxes: Sequence[Sequence[object]], volume: bool = True,

@@ -19,6 +19,7 @@ from xcore.core.batching import chunked, forward_batch_size
 from xcore.core.context import model_device, model_state
 from xcore.core.maps import resize_to
 from xcore.core.targets import Targets
+from xcore.metrics.base import register
 
 
 def valid_frames(x: Tensor) -> Tensor:
@@ -53,6 +54,8 @@ def masks(maps: Tensor, valid: Tensor, fractions: Sequence[float], unit: str) ->
     return out.reshape(B, 2, len(fractions), T, V)
 
 
+@register("node_masking", keys=("important_preds", "unimportant_preds"),
+          list_keys=("important_preds", "unimportant_preds"))
 def node_masking(model: nn.Module, x: Tensor, maps: Tensor, targets: Targets = None, *,
                  fractions: Sequence[float] = (0.1, 0.5, 0.9), unit: str = "cell",
                  batch_size: int | None = None) -> dict[str, Tensor]:

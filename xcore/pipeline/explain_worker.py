@@ -6,7 +6,7 @@ batch, check the maps are finite, and compute every metric from the full-precisi
 method, e.g. ``discriminative``, stores one explanations row per part and its per-sample extras in its metrics
 rows). A metric that ``needs`` an annotation (``boxes``) gets it from the samples' ``meta`` and is computed on
 the samples that have one. Batch failures fall back to one sample at a time; OOM halves the batch
-(:mod:`xcore.pipeline.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
+(:mod:`xcore.core.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from xcore.io.parquet import encode_heatmap
 from xcore.pipeline.tables import build_tables
 
 MAX_MESSAGE = 2000
-ANNOTATIONS = ("boxes",)  # non-scalar sample annotations metrics may need (also kept in the meta JSON)
 
 
 @dataclass
@@ -75,6 +74,8 @@ class ExplainWorker:
         self.dataset = dataset
         self.device = device
         self.batch = BatchSize(job.config["batch_size"])
+        # sample annotations the configured metrics declare they need (e.g. boxes, mask), passed per sample
+        self.annotations = {n for m in job.metrics for n in xcore.metrics.METRICS.get(m).needs}
 
     @property
     def batch_size(self) -> int:
@@ -116,9 +117,9 @@ class ExplainWorker:
         try:
             sample = self.dataset.load(index)
             it.x = sample.x
-            it.ann = {k: v for k, v in sample.meta.items() if k in ANNOTATIONS}
+            it.ann = {k: v for k, v in sample.meta.items() if k in self.annotations}
             it.meta = json.dumps({k: v for k, v in sample.meta.items()
-                                  if isinstance(v, int | float | str | bool) or k in ANNOTATIONS}, sort_keys=True)
+                                  if isinstance(v, int | float | str | bool | list)}, sort_keys=True)
         except Exception as err:
             self._fail(it, "load", None, err)
         return it

@@ -1,7 +1,7 @@
 """Arrow schemas of the explain job's tables and the assembly of one shard's tables from rows.
 
-Metric columns come from each metric's ``per_sample_keys``: keys ending in ``_curve`` or named in its
-``list_keys`` are ``list<float32>``, all others ``float64``; a method's declared ``extras`` (e.g. freeze-frame
+Metric columns come from each metric's declared ``per_sample_keys``: those it declares as ``list_keys`` are
+``list<float32>``, all others ``float64``; a method's declared ``extras`` (e.g. freeze-frame
 predictions) are ``list<float32>`` columns of its own metrics files. Error rows keep them null. ``meta`` is the
 sample's scalar annotations as JSON (e.g. a skeleton's ``valid_frames``, ``subject``, ``camera``). ``part`` names
 the map of a multi-part method (``"map"`` for single-map methods; e.g. ``temporal`` / ``spatial`` / ``full``).
@@ -43,8 +43,7 @@ def metric_fields(metrics: dict[str, Any]) -> list[pa.Field]:
     for name in metrics:
         metric = xcore.metrics.METRICS.get(name)
         for key in metric.per_sample_keys:
-            is_list = key.endswith("_curve") or key in metric.list_keys
-            fields.append(pa.field(key, pa.list_(pa.float32()) if is_list else pa.float64()))
+            fields.append(pa.field(key, pa.list_(pa.float32()) if key in metric.list_keys else pa.float64()))
     return fields
 
 
