@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 import xcore.explain as E
-from xcore.data import ImageTransform, default_data_root, generate_images, open_dataset
+from xcore.data import ImageTransform, default_data_root, generate_images
+from xcore.datasets import open_dataset
 from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import load_checkpoint, train_model
 

@@ -56,7 +56,8 @@ import torch
 from torch import Tensor, nn
 
 import xcore.explain as E
-from xcore.data import ImageTransform, default_data_root, generate_images, open_dataset
+from xcore.data import ImageTransform, default_data_root, generate_images
+from xcore.datasets import open_dataset
 from xcore.explain.base import METHODS
 from xcore.models import load_checkpoint, train_model
 

@@ -1,4 +1,4 @@
-"""Rich output for the CLI: a shard progress bar fed by the driver loop, and result tables."""
+"""Rich output for the CLI: a shard progress bar fed by the driver loop, result tables and report blocks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tasks.driver import progress_listener
+from xcore.analysis.blocks import Block, cell
 
 
 class ShardProgress:
@@ -43,15 +44,6 @@ class ShardProgress:
         self.progress.stop()
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    if isinstance(v, bytes):
-        return f"<{len(v)} bytes>"
-    text = str(v)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None:
     """Print ``rows`` (dicts with the same keys) as a table; ``(no rows)`` when empty."""
     if not rows:
@@ -61,5 +53,14 @@ def print_rows(console: Console, title: str, rows: list[dict[str, Any]]) -> None
     for col in rows[0]:
         table.add_column(str(col), justify="right" if isinstance(rows[0][col], int | float) else "left")
     for row in rows:
-        table.add_row(*(_cell(v) for v in row.values()))
+        table.add_row(*(cell(v) for v in row.values()))
     console.print(table)
+
+
+def print_blocks(console: Console, blocks: list[Block]) -> None:
+    """Print report blocks (:mod:`xcore.analysis.blocks`): lines as they are, tables with :func:`print_rows`."""
+    for b in blocks:
+        if isinstance(b, str):
+            console.print(b)
+        else:
+            print_rows(console, str(b.get("title", "")), list(b.get("rows") or []))

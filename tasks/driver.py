@@ -1,8 +1,9 @@
 """The driver loop: plan shards, skip complete ones, feed workers, retry boundedly, record failures.
 
-Runs in the flow process (never inside a Ray task). ``dispatch`` talks to an :class:`Executor`: the Ray actor
-pool (:class:`tasks.runtime.RayExecutor`) or :class:`LocalExecutor` (in-process, same interface; tests and
-``--executor local``). It keeps at most ``per_worker`` shards in flight per worker and handles:
+Runs in the flow process (never inside a Ray task). ``dispatch`` talks to an :class:`~tasks.executors.Executor`:
+the Ray actor pool (:class:`tasks.runtime.RayExecutor`) or :class:`~tasks.executors.LocalExecutor` (in process,
+same interface; tests and ``--executor local``); :func:`make_executor` builds either.
+It keeps at most ``per_worker`` shards in flight per worker and handles:
 
 - success: record the summary;
 - a shard's exception: resubmit after ``backoff * 2**(attempt-1)`` s, up to ``max_attempts`` attempts;
@@ -23,8 +24,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from tasks.executors import Executor, LocalExecutor, WorkerLostError
 from xcore.core.shards import Shard
 from xcore.io.parquet import clean_stale_temps
 from xcore.io.runs import write_json_atomic
@@ -34,24 +36,6 @@ log = logging.getLogger("xcore.driver")
 Listener = Callable[[dict[str, Any], int, int], None]
 _LISTENERS: list[Listener] = []
 MAX_ERROR = 1000
-
-
-class WorkerLostError(RuntimeError):
-    """The worker process died (segfault, OOM kill, killed actor) while it held the shard."""
-
-
-class Executor(Protocol):
-    size: int
-
-    def submit(self, slot: int, shard: Shard, hints: dict[str, Any]) -> Any: ...
-
-    def wait(self, handles: list[Any], timeout: float | None) -> list[Any]: ...
-
-    def result(self, handle: Any) -> dict[str, Any]: ...
-
-    def replace(self, slot: int) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @contextlib.contextmanager
@@ -72,7 +56,7 @@ def plan(job: Job) -> tuple[list[Shard], list[Shard]]:
     done_ids = {s.shard_id for s in done}
     todo = [s for s in shards if s.shard_id not in done_ids]
     write_json_atomic(Path(job.run_dir) / "_manifests" / "plan.json", {
-        "kind": job.kind, "run_key": getattr(job, "run_key", None), "total": len(shards),
+        "kind": job.kind, "run_key": job.run_key, "total": len(shards),
         "todo": [s.shard_id for s in todo], "complete": sorted(done_ids), "planned_at": time.time()})
     return todo, done
 
@@ -184,50 +168,10 @@ def dispatch(job: Job, shards: list[Shard], executor: Executor, *, max_attempts:
 def write_failed(job: Job, failed: list[_Task]) -> None:
     """Rewrite ``_manifests/failed.json`` with the shards of this dispatch that exhausted their attempts."""
     write_json_atomic(Path(job.run_dir) / "_manifests" / "failed.json", {
-        "kind": job.kind, "run_key": getattr(job, "run_key", None), "written_at": time.time(),
+        "kind": job.kind, "run_key": job.run_key, "written_at": time.time(),
         "failed": [{"shard_id": t.shard.shard_id, "start": t.shard.start, "stop": t.shard.stop,
                     "attempts": t.attempts, "errors": t.errors[-3:]}
                    for t in sorted(failed, key=lambda t: t.shard.shard_id)]})
-
-
-@dataclass(eq=False)
-class _Done:
-    value: Any = None
-    error: BaseException | None = None
-
-
-class LocalExecutor:
-    """Runs shards in this process with one worker built lazily from ``job.worker(device)``."""
-
-    size = 1
-
-    def __init__(self, job: Job, device: str | None = None) -> None:
-        self.job = job
-        self.device = device
-        self._worker: Any = None
-
-    def submit(self, slot: int, shard: Shard, hints: dict[str, Any]) -> _Done:
-        try:
-            if self._worker is None:
-                self._worker = self.job.worker(self.device)
-            apply_hints(self._worker, hints)
-            return _Done(value=self._worker.process(shard))
-        except Exception as err:
-            return _Done(error=err)
-
-    def wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
-        return list(handles)
-
-    def result(self, handle: _Done) -> dict[str, Any]:
-        if handle.error is not None:
-            raise handle.error
-        return handle.value
-
-    def replace(self, slot: int) -> None:
-        self._worker = None
-
-    def close(self) -> None:
-        self._worker = None
 
 
 def make_executor(job: Job, kind: str = "ray", **options: Any) -> Executor:
@@ -238,12 +182,5 @@ def make_executor(job: Job, kind: str = "ray", **options: Any) -> Executor:
         from tasks.runtime import RayExecutor, init_ray
 
         init_ray()
-        return RayExecutor(job.kind, job.config, actors=options.get("actors"))  # type: ignore[attr-defined]
+        return RayExecutor(job.kind, job.config, actors=options.get("actors"))
     raise ValueError(f"unknown executor {kind!r}; use 'ray' or 'local'")
-
-
-def apply_hints(worker: Any, hints: dict[str, Any]) -> None:
-    """Halve a worker's ``batch_size`` ``hints["shrink"]`` times (retry after a host out-of-memory death)."""
-    shrink = int(hints.get("shrink") or 0)
-    if shrink and hasattr(worker, "batch_size"):
-        worker.batch_size = max(1, int(worker.batch_size) >> shrink)

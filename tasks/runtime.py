@@ -17,7 +17,7 @@ from typing import Any
 import ray
 import ray.exceptions
 
-from tasks.driver import WorkerLostError, apply_hints
+from tasks.executors import WorkerLostError, apply_hints
 from xcore.core.shards import Shard
 from xcore.pipeline import open_job
 

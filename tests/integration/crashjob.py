@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xcore.core.shards import Shard, plan_shards
+from xcore.pipeline.base import BaseJob
 
 
 class CrashWorker:
@@ -27,12 +28,13 @@ class CrashWorker:
         return {"shard_id": shard.shard_id, "samples": shard.size, "pid": os.getpid()}
 
 
-class CrashJob:
+class CrashJob(BaseJob):
     kind = "tests.integration.crashjob:CrashJob"
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.run_dir = config["out"]
+        self.run_key = Path(self.run_dir).name
         Path(self.run_dir).mkdir(parents=True, exist_ok=True)
 
     def shards(self) -> list[Shard]:

@@ -14,17 +14,19 @@ import pytest
 import torch
 
 import xcore.explain as E
-from xcore.data import ImageTransform, generate_images, open_dataset
+from xcore.data import ImageTransform, generate_images
+from xcore.datasets import open_dataset
 from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import load_checkpoint, train_model
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The demo's data and model, made exactly as ``xai demo`` makes them (defaults; about 2 minutes)."""
+    """The demo's data and model, made exactly as ``xai demo`` makes them: the defaults, so the weights are the
+    demo's bit for bit (one training thread, deterministic algorithms, seed 0), whatever runs beside."""
     root = generate_images(tmp_path_factory.mktemp("gt") / "shapes")
     ckpt = Path(tmp_path_factory.mktemp("gt-model")) / "m.pt"
-    train_model(root, ckpt, num_threads=2)
+    train_model(root, ckpt)
     model, meta = load_checkpoint(ckpt)
     ds = open_dataset("imagenet", root, "val", transform=ImageTransform(meta["input_size"], mean=meta["mean"],
                                                                        std=meta["std"]))

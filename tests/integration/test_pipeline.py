@@ -13,12 +13,13 @@ import pytest
 import torch
 
 import xcore.explain
-from tasks.driver import LocalExecutor, WorkerLostError, dispatch, plan
+from tasks.driver import dispatch, plan
+from tasks.executors import LocalExecutor, WorkerLostError
 from xcore.core.batching import BatchSize, robust_map
 from xcore.core.shards import Shard, plan_shards
 from xcore.errors import UsageError
 from xcore.io.parquet import decode_heatmap
-from xcore.pipeline import open_job
+from xcore.pipeline import BaseJob, open_job
 
 
 def _run(job, executor=None):
@@ -146,8 +147,9 @@ class FlakyWorker:
         return {"shard_id": shard.shard_id, "samples": shard.size}
 
 
-class FakeJob:
+class FakeJob(BaseJob):
     kind = "fake"
+    run_key = "fake-key"
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = str(run_dir)

@@ -32,11 +32,11 @@ def test_shard_actor_plain_class(explain_cfg):
 
 def test_ray_flow_matches_direct_xcore(explain_cfg, ray_session, prefect_harness):
     from flows.explain import explain_dataset
+    from tasks.options import RunOptions
+    from xcore.pipeline import ExplainConfig
 
     cfg = {**explain_cfg, "methods": {"gradient": {}, "gradcam": {"layer": "features"}}}
-    summary = explain_dataset(cfg["dataset"], cfg["model"], cfg["methods"], cfg["metrics"],
-                              shard_size=cfg["shard_size"], out=cfg["out"], batch_size=cfg["batch_size"],
-                              executor="ray")
+    summary = explain_dataset(ExplainConfig(**cfg), RunOptions(executor="ray"))["summary"]
     assert summary["shards_complete"] == 3 and summary["shards_failed"] == [] and summary["errors"] == 0
     run = Path(summary["run_dir"])
     metrics = {(r["sample_id"], r["method"]): r for r in pads.dataset(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.driver import LocalExecutor, dispatch, plan
+from tasks.driver import dispatch, plan
+from tasks.executors import LocalExecutor
 from xcore.analysis.skeleton_report import write_report
 from xcore.data import generate_skeletons
 from xcore.models import train_skeleton

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import xcore.explain as E
-from tasks.driver import LocalExecutor, dispatch, plan
+from tasks.driver import dispatch, plan
+from tasks.executors import LocalExecutor
 from xcore.analysis.joint_importance import beta, contrastivity, faithfulness, joint_importance
 from xcore.analysis.skeleton_report import hit_rate, write_report
 from xcore.data import NTUReader, generate_skeletons

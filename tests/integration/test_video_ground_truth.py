@@ -38,11 +38,10 @@ def test_freeze_frame_clips_score_near_chance(trained: dict) -> None:
 
 def test_checkpoint_reloads_and_reproduces_the_accuracy(trained: dict) -> None:
     """The pipeline's path: the reader with the checkpoint's preset, the saved weights, the same accuracy."""
-    from xcore.data import open_dataset
-    from xcore.pipeline.explain_job import reader_kwargs
+    from xcore.datasets import DATASETS, open_dataset
 
     model, meta = load_checkpoint(trained["path"])
-    ds = open_dataset("ucf101", trained["root"], "test", **reader_kwargs("ucf101", meta))
+    ds = open_dataset("ucf101", trained["root"], "test", **DATASETS.get("ucf101").options(meta))
     xs = torch.stack([ds.load(i).x for i in range(len(ds))])
     ys = torch.tensor([ds.label(i) for i in range(len(ds))])
     with torch.no_grad():
@@ -60,12 +59,11 @@ def test_discriminative_temporal_relevance_lies_on_the_mover(trained: dict) -> N
 
     import xcore.explain as E
     from xcore.analysis.video import mass_in_boxes
-    from xcore.data import open_dataset
+    from xcore.datasets import DATASETS, open_dataset
     from xcore.explain.discriminative import freeze_clips
-    from xcore.pipeline.explain_job import reader_kwargs
 
     model, meta = load_checkpoint(trained["path"])
-    ds = open_dataset("ucf101", trained["root"], "test", **reader_kwargs("ucf101", meta))
+    ds = open_dataset("ucf101", trained["root"], "test", **DATASETS.get("ucf101").options(meta))
     samples = [ds.load(i) for i in range(0, len(ds), 11)]
     x = torch.stack([s.x for s in samples])
     expl = E.run("discriminative", model, x, parts=True)

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import xcore.explain as E
-from tasks.driver import LocalExecutor, dispatch, plan
+from tasks.driver import dispatch, plan
+from tasks.executors import LocalExecutor
 from xcore.analysis.localisation import localisation_report
 from xcore.analysis.video import box_mass_report, freeze_frame_report
 from xcore.data import UCF101Reader, generate_videos

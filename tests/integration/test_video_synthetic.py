@@ -195,7 +195,8 @@ def test_cli_trains_the_video_model_and_filters_the_demo_methods(root: Path, tmp
 
     import xcore.explain
     import xcore.metrics
-    from flows.cli import VIDEO_METHODS, VIDEO_METRICS, app, demo_methods, demo_model
+    from flows.cli import app
+    from xcore.datasets import modalities
 
     out = tmp_path / "v.pt"
     res = CliRunner().invoke(app, ["train", "--modality", "video", "--data", str(root), "--out", str(out),
@@ -205,10 +206,10 @@ def test_cli_trains_the_video_model_and_filters_the_demo_methods(root: Path, tmp
     assert (meta["dataset_kind"], meta["preset"], meta["clip_len"], meta["arch"]) == ("ucf101", "small", 16,
                                                                                      "small3d")
     assert 0.0 <= meta["freeze_frame_accuracy"] <= 1.0 and meta["train"]["n_train"] == 6
-    assert demo_model("video") == Path(".xcore/models/small3d.pt")
-    methods, metrics = demo_methods("video")
-    assert methods == tuple(m for m in VIDEO_METHODS if m in xcore.explain.available())
-    assert metrics == tuple(m for m in VIDEO_METRICS if m in xcore.metrics.available())
-    assert {"gradcam", "guided_backprop", "random"} <= set(methods) and "deletion_insertion" in metrics
+    kind = modalities()["video"]
+    assert kind.name == "ucf101" and kind.demo.model == ".xcore/models/small3d.pt" and kind.demo.split == "test"
+    assert {"gradcam", "swag_v", "discriminative", "guided_backprop", "random"} <= set(kind.demo.methods)
+    assert set(kind.demo.methods) <= set(xcore.explain.available())
+    assert kind.demo.metrics == ("deletion_insertion", "weak_localisation")
     bad = CliRunner().invoke(app, ["train", "--modality", "audio"])
     assert bad.exit_code == 2 and "use image, skeleton or video" in bad.output

@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from xcore.data import DATASETS, ImageNetReader, ImageTransform, default_data_root, generate_images, open_dataset
+from xcore.data import ImageNetReader, ImageTransform, default_data_root, generate_images
 from xcore.data import synthetic_images as syn
+from xcore.datasets import DATASETS, open_dataset
 from xcore.errors import UsageError
 
 SEED, SIZE, N_TRAIN, N_VAL = 3, 64, 2, 12
@@ -149,7 +150,7 @@ def test_reader_on_generated_set(shapes: Path) -> None:
 
 
 def test_open_dataset_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert DATASETS.get("imagenet") is ImageNetReader
+    assert DATASETS.get("imagenet").reader is ImageNetReader
     with pytest.raises(UsageError, match="does not exist"):
         open_dataset("imagenet", tmp_path / "nope")
     (tmp_path / "train" / "n01000001").mkdir(parents=True)

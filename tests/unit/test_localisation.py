@@ -269,7 +269,8 @@ def test_localisation_report_by_hand(tmp_path: Path) -> None:
     write("b", [("s0", 0, "ok", [0.0, 1.0], [1.0, 1.0], [1.0, 0.0])])
     grids = {"val_alphas": [0.0, 0.5], "mean_alphas": [1.0, 2.0], "energy_alphas": [0.1, 0.2]}
     (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset_kind": "ucf101"},
-                                                   "resolved": {"metrics": {"weak_localisation": grids}}}))
+                                                   "resolved": {"modality": "video",
+                                                                "metrics": {"weak_localisation": grids}}}))
     rep = localisation_report(tmp_path)
     a = {r["family"]: r for r in rep if r["method"] == "a"}
     # video: correct if > 0.5. val: [T, F, T] -> 33.3 %, [F, T, F] -> 66.7 %; best α 0.0

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from xcore.data import synthetic_skeletons as syn
-from xcore.data.base import DATASETS
 from xcore.data.ntu import (
     CENTER_JOINT,
     JOINT_NAMES,
@@ -24,6 +23,7 @@ from xcore.data.ntu import (
     read_missing,
     read_skeleton,
 )
+from xcore.datasets import DATASETS
 from xcore.errors import SampleError, UsageError
 
 ID_A, ID_B, ID_C = 72057594037931101, 72057594037931103, 72057594037927937  # all > 2**53
@@ -253,7 +253,7 @@ def _ids(reader: NTUReader) -> list[str]:
 
 
 def test_reader_splits_and_missing(small_root: Path) -> None:
-    assert DATASETS.get("ntu") is NTUReader
+    assert DATASETS.get("ntu").reader is NTUReader
     everything = NTUReader(small_root, "all")
     assert _ids(everything) == sorted(ROOT_NAMES[:3])  # missing removed
     assert everything.classes == [f"A{a:03d}" for a in range(1, 11)]

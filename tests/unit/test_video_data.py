@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from xcore.core.presets import C3D_MEAN_BGR, KINETICS_MEAN, KINETICS_STD
-from xcore.data.base import DATASETS
 from xcore.data.ucf24 import load_ucf24, safe_load_pickle
 from xcore.data.video_decode import _DecordHelper, centre_indices, frame_count, read_clip, sliding_indices, write_video
 from xcore.data.video_readers import HMDB51Reader, KineticsReader, UCF101Reader, clip_name
 from xcore.data.video_transforms import VideoTransform, video_preset
+from xcore.datasets import DATASETS
 from xcore.errors import SampleError, UsageError
 
 LEVEL0, STEP, N = 8, 10, 20
@@ -249,7 +249,7 @@ def test_safe_unpickler_refuses_code(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ readers
 
 def test_registered() -> None:
-    assert (DATASETS.get("ucf101"), DATASETS.get("hmdb51"), DATASETS.get("kinetics400")) == (
+    assert (DATASETS.get("ucf101").reader, DATASETS.get("hmdb51").reader, DATASETS.get("kinetics400").reader) == (
         UCF101Reader, HMDB51Reader, KineticsReader)
 
 

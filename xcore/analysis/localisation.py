@@ -1,10 +1,12 @@
-"""Weak-localisation error of a run (metrics.md §3; thesis §4.5.3, §5.4.4).
+"""Weak-localisation error of a run (Hartley, *An Investigation into Explanations for Convolutional Neural
+Networks*, PhD thesis, Cardiff University, 2021: thesis §3.5.3, §4.5.3, §5.4.4).
 
 Reads the per-sample IoU lists of the ``weak_localisation`` metric (``loc_val_iou``, ``loc_mean_iou``,
 ``loc_energy_iou``: one IoU per α of the family's grid) from the run's Parquet ``metrics`` tables through DuckDB
 (``status = 'ok'`` rows only), and reports per method and threshold family the error % at every α and the best α.
 The thesis reports "the best score" over the sweep (§5.4.4) — an optimistic choice made on the evaluated data
-itself; the reference protocol picks α on 5,000 held-out annotated training images instead (metrics.md §3.1).
+itself; the reference protocol (ruthcfong/perturb_explanations ``code/caffe/python/heatmaps.py``, after Fong &
+Vedaldi, ICCV 2017) picks α on 5,000 held-out annotated training images instead.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from typing import Any
 import numpy as np
 
 from xcore.analysis.joint_importance import query_rows
-from xcore.data.base import DATASETS
-from xcore.data.video_readers import VideoFolderDataset
 from xcore.io.query import connect
 from xcore.metrics.localisation import DEFAULT_ALPHAS, FAMILIES, localisation_error
 
@@ -36,10 +36,8 @@ def run_alphas(info: dict[str, Any]) -> dict[str, list[float]]:
 
 
 def is_video_run(info: dict[str, Any]) -> bool:
-    """Whether the run's ``dataset_kind`` reads clips (a video reader, or "video" in its name)."""
-    kind = str(info.get("config", {}).get("dataset_kind") or "")
-    reader = DATASETS.get(kind) if kind in DATASETS else None
-    return "video" in kind.lower() or (isinstance(reader, type) and issubclass(reader, VideoFolderDataset))
+    """Whether the run explained clips: the modality its dataset kind recorded in ``run.json``."""
+    return info.get("resolved", {}).get("modality") == "video"
 
 
 def localisation_report(run_dir: Path | str, method: str | None = None, *, video: bool | None = None,

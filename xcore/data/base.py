@@ -11,7 +11,6 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from xcore.registry import Registry
 
 
 @dataclass
@@ -41,5 +40,3 @@ class Dataset(Protocol):
 
     def load(self, index: int) -> Sample: ...
 
-
-DATASETS: Registry[Any] = Registry("dataset kind")

@@ -1,12 +1,14 @@
-"""Video dataset readers: UCF-101 (+ UCF101-24 boxes), HMDB51 and Kinetics-400 (formats.md sections 3-5).
+"""Video dataset readers: UCF-101 (+ UCF101-24 boxes), HMDB51 and Kinetics-400 (docs/formats/ucf101.md,
+hmdb51.md, ucf101-24.md, kinetics400.md).
 
 Each reader indexes split files and folders on construction (no decoding); ``load(i)`` decodes the entry's clip of
-``clip_len`` frames — the centre clip (:func:`~xcore.data.video_decode.centre_indices`) unless the entry names its start
-(UCF-101 ``clips="localisation"``) — and returns a :class:`~xcore.data.base.Sample` with ``x`` float (C, T, H, W)
-and ``meta`` = ``frames`` (decodable frame count), ``indices`` (0-based frames of the clip), ``path`` and, for
-UCF-101 videos with UCF101-24 tubes, ``boxes``: one list of [xmin, ymin, xmax, ymax] per clip frame, in the pixels
-of ``x``. A missing, unreadable or too-short video raises :class:`SampleError`.
-The UCF101-24 pickles are read by :mod:`xcore.data.ucf24` (a restricted unpickler, formats.md 4).
+``clip_len`` frames — the centre clip (:func:`~xcore.data.clip_sampling.centre_indices`) unless the entry names its
+start (UCF-101 ``clips="localisation"``, :mod:`xcore.data.ucf24_clips`) — and returns a
+:class:`~xcore.data.base.Sample` with ``x`` float (C, T, H, W) and ``meta`` = ``frames`` (decodable frame count),
+``indices`` (0-based frames of the clip), ``path`` and, for UCF-101 videos with UCF101-24 tubes, ``boxes``: one list
+of [xmin, ymin, xmax, ymax] per clip frame, in the pixels of ``x``. A missing, unreadable or too-short video raises
+:class:`SampleError`. The shared index and ``load`` are :class:`~xcore.data.video_folder.VideoFolderDataset`; the
+UCF101-24 pickles are read by :mod:`xcore.data.ucf24` (a restricted unpickler).
 """
 
 from __future__ import annotations
@@ -15,175 +17,31 @@ import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
-
-from xcore.data.base import DATASETS, Sample
 from xcore.data.ucf24 import UCF24_FILES, VideoBoxes, load_ucf24
-from xcore.data.video_decode import DEFAULT_TIMEOUT, centre_indices, frame_count, read_clip, sliding_indices
-from xcore.data.video_transforms import VideoTransform
+from xcore.data.ucf24_clips import LOCALISATION_STEP, localisation_starts, localisation_video
+from xcore.data.video_folder import (
+    VIDEO_EXTS,
+    Entry,
+    Resolver,
+    VideoFolderDataset,
+    check_fold,
+    first_dir,
+    is_test_split,
+    read_lines,
+    video_dir,
+)
 from xcore.errors import UsageError
 
-VIDEO_EXTS = frozenset({".avi", ".mp4", ".mkv", ".webm", ".mov"})
-
-
-def _lines(path: Path) -> list[str]:
-    """Non-blank stripped lines; CRLF (all UCF-101 split files, formats.md 3.1), a BOM and blanks tolerated."""
-    try:
-        return [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read {path}: {err}") from None
-
-
-def _first_dir(root: Path, candidates: Sequence[str], marker: str | None = None) -> Path | None:
-    """The first ``root/<candidate>`` folder (holding ``marker`` when given)."""
-    for c in candidates:
-        d = root / c
-        if d.is_dir() and (marker is None or (d / marker).exists()):
-            return d
-    return None
-
-
-# ---------------------------------------------------------------------------------------------- UCF101-24 boxes
-
-LOCALISATION_STEP = 8  # localisation clips start every 8 frames (metrics.md §3.2)
-
-
-def localisation_video(video: VideoBoxes, clip_len: int = 16) -> bool:
-    """The thesis's video rules (metrics.md §3.2): a tube, at most one box on every frame (single actor) and at
-    least ``clip_len`` (16) contiguous annotated frames."""
-    frames = np.concatenate([t.frames for t in video.tubes] or [np.zeros(0, np.int64)])
-    annotated = np.unique(frames)
-    if len(annotated) < len(frames) or len(annotated) == 0:  # no tube, or two boxes on one frame
-        return False
-    breaks = np.flatnonzero(np.diff(annotated) != 1)
-    runs = np.diff(np.concatenate([[-1], breaks, [len(annotated) - 1]]))
-    return int(runs.max()) >= clip_len
-
-
-def localisation_starts(video: VideoBoxes, clip_len: int = 16, step: int = LOCALISATION_STEP,
-                        stride: int = 1) -> list[int]:
-    """First frames of the thesis's weak-localisation clips of one UCF101-24 video (metrics.md §3.2, §4.5.3).
-
-    No clips for a video :func:`localisation_video` drops; otherwise clips start at frames 0, ``step``, 2 ``step``...
-    of the video's ``n_frames`` (those that fit, :func:`~xcore.data.video_decode.sliding_indices`) and are kept only if
-    every frame of the clip has a GT box.
-    """
-    if not localisation_video(video, clip_len) or video.n_frames < (clip_len - 1) * stride + 1:
-        return []
-    have = {int(f) for t in video.tubes for f in t.frames}
-    return [clip[0] for clip in sliding_indices(video.n_frames, clip_len, step, stride) if have.issuperset(clip)]
-
-
-# ---------------------------------------------------------------------------------------------- readers
-
-def _video_dir(root: Path, candidates: Sequence[str], classes: Sequence[str]) -> Path:
-    """The first candidate folder holding a class folder (any case), else ``root``."""
-    wanted = {c.lower() for c in classes}
-    for c in candidates:
-        d = root / c
-        if d.is_dir() and any(p.is_dir() and p.name.lower() in wanted for p in d.iterdir()):
-            return d
-    return root
-
-
-class _Resolver:
-    """Finds ``<folder>/<file>`` under ``root`` case-insensitively (UCF-101 ``HandStandPushups``, formats.md 3.1)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
-        self._files: dict[str, dict[str, Path]] = {}
-
-    def find(self, folder: str, name: str) -> Path:
-        """The file on disk, or the literal path (which ``load`` then reports as missing)."""
-        d = self._dirs.get(folder.lower())
-        if d is None:
-            return self.root / folder / name
-        if d.name not in self._files:
-            self._files[d.name] = {p.name.lower(): p for p in d.iterdir()}
-        return self._files[d.name].get(name.lower(), d / name)
-
-
-class Entry(NamedTuple):
-    """One indexed clip: ``start`` is its first frame, ``None`` for the video's centre clip."""
-
-    sample_id: str
-    path: Path
-    label: int
-    start: int | None = None
-
-
-class VideoFolderDataset:
-    """Shared part of the video readers: an index of :class:`Entry` (sample id, path, label, start) and ``load``."""
-
-    name = "video"
-
-    def __init__(self, transform: VideoTransform | None = None, clip_len: int = 16, stride: int = 1,
-                 backend: str = "auto", timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        self.transform = transform if transform is not None else VideoTransform()
-        self.clip_len, self.stride, self.backend, self.timeout = clip_len, stride, backend, timeout
-        self.classes: list[str] = []
-        self._items: list[Entry] = []
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(n={len(self)}, classes={len(self.classes)}, clip_len={self.clip_len})"
-
-    def path(self, index: int) -> Path:
-        return self._items[index].path
-
-    def sample_id(self, index: int) -> str:
-        return self._items[index].sample_id
-
-    def label(self, index: int) -> int:
-        return self._items[index].label
-
-    def annotation(self, index: int) -> VideoBoxes | None:
-        """Spatio-temporal boxes of the video, when the reader has them."""
-        return None
-
-    def clip_indices(self, index: int, n_frames: int) -> list[int]:
-        """The 0-based frames of entry ``index``'s clip: from its ``start``, else the centre clip."""
-        start = self._items[index].start  # a clip past the end: read_clip raises "too short"
-        return centre_indices(n_frames, self.clip_len, self.stride) if start is None else [
-            start + k * self.stride for k in range(self.clip_len)]
-
-    def load(self, index: int) -> Sample:
-        path = self.path(index)
-        n = frame_count(path)
-        indices = self.clip_indices(index, n)
-        frames = read_clip(path, indices, backend=self.backend, timeout=self.timeout)
-        meta: dict[str, Any] = {"frames": n, "indices": indices, "path": str(path)}
-        ann = self.annotation(index)
-        if ann is not None:
-            height, width = frames.shape[1:3]
-            sy, sx = height / ann.resolution[0], width / ann.resolution[1]
-            boxes = [self.transform.map_boxes([[b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]
-                                               for b in ann.boxes_at(i)], width, height) for i in indices]
-            if any(boxes):  # a clip outside the tube has no annotation (box metrics skip it, no NaN row)
-                meta["boxes"] = boxes
-        return Sample(self.sample_id(index), self.transform(frames), self.label(index), meta)
-
-
-def _test_split(split: str, dataset: str) -> bool:
-    if split in ("test", "val"):
-        return True
-    if split == "train":
-        return False
-    raise UsageError(f"unknown {dataset} split {split!r}; use 'train', 'test' or 'val' (= test)")
-
-
-def _check_fold(fold: int, dataset: str) -> None:
-    if fold not in (1, 2, 3):
-        raise UsageError(f"{dataset} has splits 1, 2 and 3, not {fold}")
+__all__ = ["LOCALISATION_STEP", "VIDEO_EXTS", "Entry", "HMDB51Reader", "KineticsReader", "UCF101Reader",
+           "VideoFolderDataset", "clip_name", "localisation_starts", "localisation_video", "read_class_ind",
+           "read_kinetics_csv"]
 
 
 class UCF101Reader(VideoFolderDataset):
-    """UCF-101 official split ``fold`` (formats.md 3.1); ``split`` "train" or "test" ("val" is an alias of test).
+    """UCF-101 official split ``fold`` (docs/formats/ucf101.md §2); ``split`` "train" or "test" ("val" is an alias
+    of test).
 
     Labels come from ``classInd.txt`` (1-based on disk, 0-based here): train lists carry them, test lists do not,
     so the folder part of the path names the class, matched case-insensitively, and files are found
@@ -191,7 +49,7 @@ class UCF101Reader(VideoFolderDataset):
     ``root``); videos it covers get ``meta["boxes"]``.
 
     ``clips="centre"`` (default): one sample per video, its centre clip. ``clips="localisation"``: the thesis's
-    weak-localisation set (metrics.md §3.2; 697 videos / 10,704 clips on test split 1): for every listed video with
+    weak-localisation set (thesis §4.5.3; 697 videos / 10,704 clips on test split 1): for every listed video with
     a tube, the clips of :func:`localisation_starts` (every 8 frames, every frame boxed, single-actor videos with
     >= 16 contiguous annotated frames), sample ids ``<video>@<start>``; ``localisation_videos`` names the kept
     videos (annotation keys), including those that yield no clip.
@@ -207,9 +65,9 @@ class UCF101Reader(VideoFolderDataset):
         self.root, self.split, self.fold, self.clips = Path(root), split, fold, clips
         if clips not in ("centre", "localisation"):
             raise UsageError(f"unknown UCF-101 clips {clips!r}; use 'centre' or 'localisation'")
-        _check_fold(fold, "UCF-101")
-        test = _test_split(split, "UCF-101")
-        lists = _first_dir(self.root, self.LIST_DIRS, "classInd.txt")
+        check_fold(fold, "UCF-101")
+        test = is_test_split(split, "UCF-101")
+        lists = first_dir(self.root, self.LIST_DIRS, "classInd.txt")
         if lists is None:
             raise UsageError(f"{self.root} has no classInd.txt (looked in {', '.join(self.LIST_DIRS)})")
         self.classes = read_class_ind(lists / "classInd.txt")
@@ -217,9 +75,9 @@ class UCF101Reader(VideoFolderDataset):
         split_file = lists / f"{'testlist' if test else 'trainlist'}0{fold}.txt"
         if not split_file.is_file():
             raise UsageError(f"split file {split_file} does not exist")
-        videos = _Resolver(_video_dir(self.root, self.VIDEO_DIRS, self.classes))
+        videos = Resolver(video_dir(self.root, self.VIDEO_DIRS, self.classes))
         self._keys: list[str] = []
-        for ln in _lines(split_file):
+        for ln in read_lines(split_file):
             rel, _, given = ln.partition(" ")
             folder, _, fname = rel.replace("\\", "/").rpartition("/")
             if folder.lower() not in by_name:
@@ -259,7 +117,7 @@ class UCF101Reader(VideoFolderDataset):
 
 def read_class_ind(path: Path) -> list[str]:
     """``classInd.txt`` (``<1-based index> <ClassName>``) -> class names in index order."""
-    pairs = [ln.split(maxsplit=1) for ln in _lines(path)]
+    pairs = [ln.split(maxsplit=1) for ln in read_lines(path)]
     try:
         order = {int(i): name.strip() for i, name in pairs}
     except ValueError:
@@ -270,7 +128,8 @@ def read_class_ind(path: Path) -> list[str]:
 
 
 class HMDB51Reader(VideoFolderDataset):
-    """HMDB51 split ``fold``: ``<class>_test_split<fold>.txt`` tags 1 = train, 2 = test, 0 = unused (3.2).
+    """HMDB51 split ``fold``: ``<class>_test_split<fold>.txt`` tags 1 = train, 2 = test, 0 = unused
+    (docs/formats/hmdb51.md).
 
     Classes are the sorted class names of the split files; videos live in ``<root>/<class>/`` (or under
     ``hmdb51_org/`` or ``videos/``), matched case-insensitively.
@@ -283,18 +142,18 @@ class HMDB51Reader(VideoFolderDataset):
     def __init__(self, root: Path | str, split: str = "test", fold: int = 1, **kw: Any) -> None:
         super().__init__(**kw)
         self.root, self.split, self.fold = Path(root), split, fold
-        _check_fold(fold, "HMDB51")
-        tag = "2" if _test_split(split, "HMDB51") else "1"
+        check_fold(fold, "HMDB51")
+        tag = "2" if is_test_split(split, "HMDB51") else "1"
         suffix = f"_test_split{fold}.txt"
-        folder = next((d for d in (_first_dir(self.root, [c]) for c in self.SPLIT_DIRS)
+        folder = next((d for d in (first_dir(self.root, [c]) for c in self.SPLIT_DIRS)
                        if d is not None and any(f.endswith(suffix) for f in os.listdir(d))), None)
         if folder is None:
             raise UsageError(f"{self.root} has no *{suffix} files (looked in {', '.join(self.SPLIT_DIRS)})")
         files = sorted(f for f in os.listdir(folder) if f.endswith(suffix))
         self.classes = [f[:-len(suffix)] for f in files]
-        videos = _Resolver(_video_dir(self.root, self.VIDEO_DIRS, self.classes))
+        videos = Resolver(video_dir(self.root, self.VIDEO_DIRS, self.classes))
         for label, (cls, fname) in enumerate(zip(self.classes, files, strict=True)):
-            for ln in _lines(folder / fname):
+            for ln in read_lines(folder / fname):
                 parts = ln.rsplit(maxsplit=1)
                 if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                     raise UsageError(f"{folder / fname}: expected '<video>.avi <0|1|2>', got {ln!r}")
@@ -303,12 +162,13 @@ class HMDB51Reader(VideoFolderDataset):
 
 
 class KineticsReader(VideoFolderDataset):
-    """Kinetics-400 from a CVDF / DeepMind CSV and trimmed clips ``<id>_<start:06d>_<end:06d>.mp4`` (section 5).
+    """Kinetics-400 from a CVDF / DeepMind CSV and trimmed clips ``<id>_<start:06d>_<end:06d>.mp4``
+    (docs/formats/kinetics400.md).
 
     CSV: ``annotations`` or ``<root>/annotations/<split>.csv`` (``validate`` accepted for val); ``label``, ``is_cc``
     and ``split`` columns optional. Clips are indexed by file name anywhere under ``<root>/<split>/`` (flat or
     class folders with spaces or underscores) or ``<root>/``; files under ``<root>/replacement*`` win. Rows whose
-    clip is absent are skipped (expected, section 5) and counted in ``missing``. Classes: ``classes`` (names or a
+    clip is absent are skipped (expected: clips go missing) and counted in ``missing``. Classes: ``classes`` (names or a
     file, one per line), else ``<root>/classes.txt``, else the sorted labels of every CSV beside the split's.
     Rows without a label get label -1.
     """
@@ -344,7 +204,7 @@ class KineticsReader(VideoFolderDataset):
         if classes is None and (self.root / "classes.txt").is_file():
             classes = self.root / "classes.txt"
         if isinstance(classes, (str, Path)):
-            return _lines(Path(classes))
+            return read_lines(Path(classes))
         if classes is not None:
             return list(classes)
         csvs = sorted(csv_path.parent.glob("*.csv")) if csv_path.parent.name == "annotations" else [csv_path]
@@ -364,7 +224,8 @@ class KineticsReader(VideoFolderDataset):
 
 
 def clip_name(youtube_id: str, time_start: str | float, time_end: str | float) -> str:
-    """Trimmed-clip stem ``<youtube_id>_<start:06d>_<end:06d>`` (ActivityNet crawler, formats.md 5)."""
+    """Trimmed-clip stem ``<youtube_id>_<start:06d>_<end:06d>`` (activitynet/ActivityNet
+    ``Crawler/Kinetics/download.py``)."""
     return f"{youtube_id}_{int(float(time_start)):06d}_{int(float(time_end)):06d}"
 
 
@@ -378,8 +239,3 @@ def read_kinetics_csv(path: Path) -> list[dict[str, str]]:
     if rows and not {"youtube_id", "time_start", "time_end"} <= set(rows[0]):
         raise UsageError(f"{path}: needs youtube_id, time_start and time_end columns")
     return [{k: (v or "").strip() for k, v in r.items() if k is not None} for r in rows]
-
-
-DATASETS.add("ucf101", UCF101Reader)
-DATASETS.add("hmdb51", HMDB51Reader)
-DATASETS.add("kinetics400", KineticsReader)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from xcore.core.shards import Shard, plan_shards
-from xcore.pipeline import explain_job  # noqa: F401  (registers "explain")
-from xcore.pipeline.base import JOBS, Job, Worker, open_job
-from xcore.pipeline.explain_job import ExplainJob, explain_config
+from xcore.pipeline.base import JOBS, BaseJob, Job, Worker, open_job
+from xcore.pipeline.config import ExplainConfig, parse_config
+from xcore.pipeline.explain_job import ExplainJob
 
-__all__ = ["JOBS", "ExplainJob", "Job", "Shard", "Worker", "explain_config", "open_job", "plan_shards"]
+__all__ = ["JOBS", "BaseJob", "ExplainConfig", "ExplainJob", "Job", "Worker", "open_job", "parse_config"]

@@ -17,6 +17,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from xcore.analysis.blocks import Block
 from xcore.core.shards import Shard
 from xcore.errors import UsageError
 from xcore.registry import Registry
@@ -35,9 +36,12 @@ class Worker(Protocol):
 
 
 class Job(Protocol):
+    """What the runtime (``tasks/``, ``flows/``) knows of a job; it never asks for a job's kind-specific fields."""
+
     kind: str
     config: dict[str, Any]  # plain values: actors rebuild the job from (kind, config)
     run_dir: str
+    run_key: str  # identifies the configuration; shards of another key never count as complete
 
     def shards(self) -> list[Shard]: ...
 
@@ -46,6 +50,24 @@ class Job(Protocol):
     def worker(self, device: str | None = None) -> Worker: ...
 
     def reduce(self, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]: ...
+
+    def report(self, methods: list[str] | None = None) -> list[Block]:
+        """Analyses after the shards are reduced (files under ``<run_dir>/analysis``), as blocks to show."""
+        ...
+
+    def describe(self, summary: dict[str, Any]) -> list[Block]:
+        """The reduced ``summary`` as blocks (the CLI prints them; the Prefect artifact is their markdown)."""
+        ...
+
+
+class BaseJob:
+    """Defaults for the optional parts of :class:`Job`: no report, and the summary's scalar values as lines."""
+
+    def report(self, methods: list[str] | None = None) -> list[Block]:
+        return []
+
+    def describe(self, summary: dict[str, Any]) -> list[Block]:
+        return [f"{k.replace('_', ' ')}: {v}" for k, v in summary.items() if isinstance(v, int | float | str)]
 
 
 JobFactory = Callable[[dict[str, Any]], Job]

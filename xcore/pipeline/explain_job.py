@@ -1,13 +1,8 @@
 """The ``explain`` job: explanations + metrics for every sample of a dataset, one Parquet shard at a time.
 
-Config (a plain dict, so it crosses process boundaries): ``dataset`` (root path), ``dataset_kind``
-("imagenet", "ntu"; default: the checkpoint's ``dataset_kind``, else "imagenet"), ``split`` ("val"; for NTU a
-bare part means the checkpoint's benchmark, e.g. "xview/val"), ``model`` (checkpoint path), ``methods``
-{name: params}, ``metrics`` {name: params}, ``shard_size``, ``out``, ``run_id`` (default: the run key),
-``batch_size`` (samples per explain batch), ``device`` (``None``: CUDA when available), ``seed``, ``target``
-("pred": the class predicted on the clean input, the default; "label": the ground-truth class, as weak
-localisation and the pointing game define it, metrics.md §3-4) and ``reader`` (reader options over the
-checkpoint's, e.g. ``{"clips": "localisation"}`` for the UCF101-24 localisation clips).
+Its config is :class:`~xcore.pipeline.config.ExplainConfig` (plain dict across processes). Everything that
+depends on the dataset kind — the reader, its options from the checkpoint, the split rule, the report after the
+flow — comes from the kind's descriptor in :mod:`xcore.datasets`; nothing here branches on a kind's name.
 
 The driver builds the job (cheap: validates paths, methods, layers and metrics; indexes the dataset); each
 actor builds it again and calls :meth:`ExplainJob.worker` once to hold the model on its device.
@@ -23,71 +18,20 @@ import torch
 
 import xcore.explain
 import xcore.metrics
+from xcore.analysis.blocks import Block, table
 from xcore.core.shards import Shard, plan_shards
-from xcore.data import ImageTransform, open_dataset
 from xcore.data.base import Dataset
+from xcore.datasets import DATASETS, DatasetKind
 from xcore.errors import UsageError
 from xcore.io.runs import RunLayout, git_sha, package_versions, read_json, run_key, write_json_atomic
 from xcore.models import load_checkpoint, weights_digest
 from xcore.pipeline.base import JOBS
-
-DEFAULTS: dict[str, Any] = {"dataset_kind": None, "split": "val", "methods": None, "metrics": None,
-                            "shard_size": 256, "run_id": None, "batch_size": 16, "device": None, "seed": 0,
-                            "target": "pred", "reader": None}
-REQUIRED = ("dataset", "model", "out")
-
-
-def explain_config(config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` completed with defaults and plain types; ``UsageError`` for a missing or bad value."""
-    unknown = sorted(set(config) - set(DEFAULTS) - set(REQUIRED))
-    if unknown:
-        raise UsageError(f"unknown explain config key(s) {unknown}")
-    missing = [k for k in REQUIRED if not config.get(k)]
-    if missing:
-        raise UsageError(f"explain config needs {', '.join(missing)}")
-    cfg = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
-    for key in ("dataset", "model", "out"):  # absolute: actors may run with another working directory
-        cfg[key] = str(Path(cfg[key]).expanduser().absolute())
-    cfg["methods"] = {str(k): dict(v or {}) for k, v in (cfg["methods"] or {}).items()}
-    cfg["metrics"] = {str(k): dict(v or {}) for k, v in (cfg["metrics"] or {}).items()}
-    if not cfg["methods"]:
-        raise UsageError("name at least one explanation method")
-    for key in ("shard_size", "batch_size"):
-        if int(cfg[key]) < 1:
-            raise UsageError(f"{key} must be >= 1")
-        cfg[key] = int(cfg[key])
-    cfg["seed"] = int(cfg["seed"])
-    if cfg["target"] not in ("pred", "label"):
-        raise UsageError(f"target must be 'pred' or 'label', not {cfg['target']!r}")
-    cfg["reader"] = dict(cfg["reader"] or {})
-    return cfg
+from xcore.pipeline.config import ExplainConfig, parse_config
 
 
 def resolve_device(device: str | None) -> str:
     """``device`` or, when ``None``, ``"cuda"`` if a GPU is visible else ``"cpu"``."""
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def reader_kwargs(kind: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """The reader's preprocessing from the checkpoint: the image transform, or the skeleton frame count."""
-    if kind == "imagenet":
-        return {"transform": transform_of(meta)}
-    if kind == "ntu":
-        return {"max_frames": int(meta.get("max_frames") or 300)}
-    if kind in ("ucf101", "hmdb51", "kinetics400"):
-        from xcore.data.video_transforms import video_preset
-
-        preset = video_preset(meta.get("preset") or "kinetics")
-        return {"transform": preset, "clip_len": int(meta.get("clip_len") or 16)}
-    return {}
-
-
-def transform_of(meta: dict[str, Any]) -> ImageTransform:
-    """The preprocessing recorded in a checkpoint's metadata (ImageNet mean / std when unrecorded)."""
-    size = meta.get("input_size") or 224
-    size = int(size[-1] if isinstance(size, list | tuple) else size)
-    kw = {k: meta[k] for k in ("mean", "std") if meta.get(k)}
-    return ImageTransform(size, meta.get("resize"), **kw)
 
 
 @JOBS.register("explain")
@@ -96,9 +40,9 @@ class ExplainJob:
 
     kind = "explain"
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any] | ExplainConfig) -> None:
         self.created = time.time()
-        self.config = cfg = explain_config(config)
+        self.config = cfg = parse_config(ExplainConfig, config).model_dump()
         model_path = Path(cfg["model"])
         try:
             model, self.model_meta = load_checkpoint(model_path, "cpu")
@@ -109,10 +53,10 @@ class ExplainJob:
         self.methods = {m: xcore.explain.validate(m, model, p) for m, p in cfg["methods"].items()}
         self.metrics = {m: xcore.metrics.validate(m, p) for m, p in cfg["metrics"].items()}
         del model
-        kind = cfg["dataset_kind"] = cfg["dataset_kind"] or self.model_meta.get("dataset_kind") or "imagenet"
-        if kind == "ntu" and "/" not in cfg["split"] and cfg["split"] != "all":
-            cfg["split"] = f"{self.model_meta.get('benchmark') or 'xsub'}/{cfg['split']}"
-        self.reader_kwargs = {**reader_kwargs(kind, self.model_meta), **cfg["reader"]}
+        cfg["dataset_kind"] = cfg["dataset_kind"] or self.model_meta.get("dataset_kind") or "imagenet"
+        self.dataset_kind: DatasetKind = DATASETS.get(cfg["dataset_kind"])
+        cfg["split"] = self.dataset_kind.split(cfg["split"], self.model_meta)
+        self.reader_kwargs = {**self.dataset_kind.options(self.model_meta), **cfg["reader"]}
         self.n_samples = len(self.open_dataset())
         self.run_key = run_key({
             "dataset": {"root": str(Path(cfg["dataset"]).resolve()), "kind": cfg["dataset_kind"],
@@ -132,7 +76,7 @@ class ExplainJob:
 
     def open_dataset(self) -> Dataset:
         cfg = self.config
-        return open_dataset(cfg["dataset_kind"], cfg["dataset"], cfg["split"], **self.reader_kwargs)
+        return self.dataset_kind.open(cfg["dataset"], cfg["split"], **self.reader_kwargs)
 
     def _check_run_dir(self) -> None:
         """Refuse a run directory that holds another configuration (its shards would mix with ours)."""
@@ -182,7 +126,24 @@ class ExplainJob:
         write_json_atomic(self.layout.run_json, {
             "run_key": self.run_key, "run_id": self.run_id, "kind": self.kind, "config": self.config,
             "resolved": {"methods": self.methods, "metrics": self.metrics, "model": self.model_meta,
-                         "preprocessing": self.preprocessing},
+                         "preprocessing": self.preprocessing, "modality": self.dataset_kind.modality},
             "versions": package_versions(), "git_sha": git_sha(), "timings": timings, "summary": summary,
             "finished_at": time.time()})
         return {**summary, "timings": timings}
+
+    def report(self, methods: list[str] | None = None) -> list[Block]:
+        """The dataset kind's report over this run's tables (e.g. skeleton joint importance, the video report)."""
+        if self.dataset_kind.report is None or not (Path(self.run_dir) / "explanations").is_dir():
+            return []
+        return self.dataset_kind.report(self.run_dir, self.config, methods)
+
+    def describe(self, summary: dict[str, Any]) -> list[Block]:
+        """Counts, failed shards and the per-method table (mean deletion / insertion AUC over ok rows)."""
+        lines: list[Block] = [f"{k.replace('_', ' ')}: {summary[k]}" for k in
+                              ("samples", "shards", "shards_complete", "shards_computed", "ok_rows", "error_rows")
+                              if k in summary]
+        if summary.get("shards_failed"):
+            lines.append(f"failed shards: {summary['shards_failed']}")
+        return [*lines, table(self.run_dir, summary.get("methods") or []),
+                f"errors: {summary.get('errors', 0)} (query them with: xai query {self.run_dir} "
+                '"SELECT * FROM errors")']
