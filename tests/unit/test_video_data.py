@@ -15,7 +15,8 @@ import torch
 
 from xcore.core.presets import C3D_MEAN_BGR, KINETICS_MEAN, KINETICS_STD
 from xcore.data.ucf24 import load_ucf24, safe_load_pickle
-from xcore.data.video_decode import _DecordHelper, centre_indices, frame_count, read_clip, sliding_indices, write_video
+from xcore.data.decord_helper import DecordHelper
+from xcore.data.video_decode import centre_indices, frame_count, read_clip, sliding_indices, write_video
 from xcore.data.video_readers import HMDB51Reader, KineticsReader, UCF101Reader, clip_name
 from xcore.data.video_transforms import VideoTransform, video_preset
 from xcore.datasets import DATASETS
@@ -112,7 +113,7 @@ def test_bad_arguments(videos: dict[str, Path]) -> None:
 
 
 def test_decord_helper_times_out_and_restarts() -> None:
-    hung = _DecordHelper("import time\ntime.sleep(60)\n")  # stands in for get_batch hanging (decord#373)
+    hung = DecordHelper("import time\ntime.sleep(60)\n")  # stands in for get_batch hanging (decord#373)
     kind, payload = hung.request("x.mp4", [0], timeout=0.5)
     assert (kind, payload) == ("timeout", 0.5)
     assert hung._proc is None  # killed, a later request starts a fresh helper
