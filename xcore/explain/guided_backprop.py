@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from xcore.core.maps import reduce_channels
 from xcore.core.targets import Target
+from xcore.explain._activations import RELUS
 from xcore.explain.base import register
 from xcore.explain.gradient import input_gradient
 
@@ -35,14 +35,11 @@ class GuidedReLU(torch.autograd.Function):
         return grad.clamp(min=0) * (a > 0).to(grad.dtype)
 
 
-_RELUS = {torch.relu, torch.relu_, F.relu, F.relu_, Tensor.relu, Tensor.relu_}
-
-
 class guided_relus(TorchFunctionMode):  # noqa: N801  (used as a context manager)
     """Within this context every ReLU call of any form is a :class:`GuidedReLU`."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if func in _RELUS:
+        if func in RELUS:
             return GuidedReLU.apply(args[0])
         return func(*args, **(kwargs or {}))
 

@@ -12,8 +12,11 @@ starts from ``y^c``) and flows back through a backward pass whose "gradient" *is
 - average pools: proportional ``R_k = x_k R_j / Σ_k' x_k'`` (the seed's code) or ``avgpool="uniform"``,
   ``R_k = R_j / N`` (the paper's text);
 - sums of two activations (residual connections, in any form: ``a + b``, ``out += identity``): proportional;
-- max pools: the winner takes all; ReLU and other element-wise gates: relevance passes through. Both are the
-  plain gradient of those layers, so no rule is attached to them;
+- max pools: the winner takes all (the plain gradient of the pool, so no rule is attached to them);
+- ReLU and every other element-wise activation (:data:`xcore.explain._activations.ACTIVATIONS`, as modules or
+  functions): relevance passes through unchanged, ``R_in = R_out``, also at units the activation zeroes (zennit's
+  ``Pass``). Their gradient would drop the relevance a later layer gives such units — which happens behind an
+  unfolded BatchNorm, whose shift makes a dead unit's value non-zero;
 - BatchNorm: folded into the preceding conv first (:mod:`xcore.models.fold`); one that cannot be folded
   passes relevance through unchanged.
 
@@ -37,6 +40,7 @@ from xcore.core.maps import reduce_channels
 from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.core.targets import Target
 from xcore.errors import UsageError
+from xcore.explain._activations import ACTIVATIONS
 from xcore.explain.base import register
 from xcore.models.fold import folded
 
@@ -151,11 +155,27 @@ class _Sum(torch.autograd.Function):
         return a * s, b * s
 
 
+class _Pass(torch.autograd.Function):
+    """``f(a)`` forward (in place if ``f`` is), identity backward: the pass-through rule of an activation."""
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor:
+        out = f(a)
+        if out is a:  # an in-place form (relu_, F.relu(inplace=True)): a is modified, as without the rule
+            ctx.mark_dirty(a)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, r: Tensor) -> tuple[Tensor, None]:
+        return r, None
+
+
 _ADDS = {torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__, Tensor.add_}
 
 
-class _SumRule(TorchFunctionMode):
-    """Every sum of two same-shape activations (both in the autograd graph) becomes a :class:`_Sum`."""
+class _ElementwiseRules(TorchFunctionMode):
+    """Every sum of two same-shape activations (both in the autograd graph) becomes a :class:`_Sum`, every
+    element-wise activation of a tensor in the graph a :class:`_Pass`."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -164,6 +184,8 @@ class _SumRule(TorchFunctionMode):
             if (isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape
                     and a.requires_grad and b.requires_grad):
                 return _Sum.apply(a, b)
+        if func in ACTIVATIONS and args and isinstance(args[0], Tensor) and args[0].requires_grad:
+            return _Pass.apply(args[0], lambda a: func(a, *args[1:], **kwargs))
         return func(*args, **kwargs)
 
 
@@ -171,7 +193,8 @@ class _SumRule(TorchFunctionMode):
 def lrp_rules(model: nn.Module, layer_rule: Rule, first_rule: Rule, avgpool_rule: Rule | None) -> Iterator[None]:
     """Attach the rules to ``model``'s layers for the forward passes inside the block; all removed on exit.
 
-    The first conv / linear layer *executed* gets ``first_rule``, every later one ``layer_rule``.
+    The first conv / linear layer *executed* gets ``first_rule``, every later one ``layer_rule``; sums and
+    element-wise activations, in any form, get their rules from :class:`_ElementwiseRules`.
     """
     state = {"first": True}
 
@@ -195,7 +218,7 @@ def lrp_rules(model: nn.Module, layer_rule: Rule, first_rule: Rule, avgpool_rule
         elif isinstance(m, _BATCHNORM):
             handles.append(m.register_forward_hook(hook_for("batchnorm")))
     try:
-        with _SumRule():
+        with _ElementwiseRules():
             yield
     finally:
         for h in handles:
