@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from xcore.core.shards import Shard
 from xcore.io import parquet as xpq
@@ -85,7 +86,6 @@ def test_heatmap_round_trip(scale):
 
 
 def test_heatmap_zero_and_torch_and_nan():
-    torch = pytest.importorskip("torch")
     row = encode_heatmap(torch.zeros(3, 4))
     assert row["scale"] == 0.0 and np.array_equal(decode_heatmap(row), np.zeros((3, 4), np.float32))
     t = torch.tensor([[1e-9, -2e-9], [0.0, 5e-10]])

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import lime.lime_image as lime_image
 import numpy as np
 import pytest
 import torch
+from lime.wrappers.scikit_image import SegmentationAlgorithm
 from torch import nn
 
 import xcore.explain as E
 from xcore.explain.superpixels import denormalise
-
-lime_image = pytest.importorskip("lime.lime_image")
-from lime.wrappers.scikit_image import SegmentationAlgorithm  # noqa: E402
 
 
 def _cnn() -> nn.Module:

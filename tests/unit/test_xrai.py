@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pytest
+import saliency.core as sc
 import torch
 from torch import nn
 
@@ -14,8 +14,6 @@ from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.core.targets import Target
 from xcore.explain.superpixels import denormalise
 from xcore.explain.xrai import felzenszwalb_masks, xrai_attribution, xrai_from_attribution, xrai_greedy
-
-sc = pytest.importorskip("saliency.core")
 
 MEAN = torch.tensor(IMAGENET_MEAN, dtype=torch.float64).reshape(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD, dtype=torch.float64).reshape(1, 3, 1, 1)
