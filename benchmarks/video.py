@@ -35,7 +35,8 @@ from torch import Tensor, nn
 
 import xcore.explain as E
 from xcore.data import UCF101Reader
-from xcore.data.video_decode import centre_indices, frame_count, read_clip
+from xcore.data.clip_sampling import centre_indices
+from xcore.data.video_decode import frame_count, read_clip
 from xcore.data.video_transforms import video_preset
 from xcore.metrics.deletion_insertion import deletion_insertion
 from xcore.models import build_model

@@ -1,4 +1,4 @@
-"""Visualisation: the only place maps are normalised (methods.md §0), plus heatmap overlays.
+"""Visualisation: the only place maps are normalised, plus heatmap overlays.
 
 Explainers return signed raw maps; normalisation is a separate, recorded step chosen here.
 """
@@ -80,7 +80,7 @@ def save_overlay(path: str | Path, image: np.ndarray, heatmap: Tensor, *, title:
 
 def save_joint_importance(path: str | Path, psi: np.ndarray, classes: Sequence[str],
                           joints: Sequence[str]) -> Path:
-    """The ψ matrix (classes × joints, values in [0, 1]) as a heatmap PNG (004_c5d3eda31f8a82a9.txt Fig. 2)."""
+    """The ψ matrix (classes × joints, values in [0, 1]) as a heatmap PNG (as Das & Ortega's Fig. 2)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(0.32 * len(joints) + 2, 0.32 * len(classes) + 1.5), dpi=100)
     im = ax.imshow(np.nan_to_num(psi, nan=0.0), cmap="viridis", vmin=0, vmax=1, aspect="auto")

@@ -1,4 +1,5 @@
-"""Skeleton analyses over a run's tables (methods.md §10, metrics.md §7; 004_c5d3eda31f8a82a9.txt eqs 6–7).
+"""Skeleton analyses over a run's tables (Das, Ortega, *Gradient-weighted Class Activation Mapping for Spatio
+Temporal Graph Convolutional Network*: eq 6 in §2.2, eq 7 and contrastivity in §3.2).
 
 - Joint importance (eq 6): ``ψ^C_n = (1/M^C) Σ_{m ∈ correct(C)} (1/T^C_m) Σ_t H(n, t)`` over the correctly
   classified samples of class C, each heatmap averaged over the sample's valid frames at the layer's

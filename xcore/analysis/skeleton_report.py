@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from xcore.analysis.joint_importance import JointImportance, contrastivity, faithfulness, joint_importance, query_rows
-from xcore.data.ntu import JOINT_NAMES, NTU_BONES, read_skeleton
+from xcore.data.ntu_joints import JOINT_NAMES, NTU_BONES
+from xcore.data.ntu_skeleton import read_skeleton
 from xcore.io.parquet import decode_heatmap
 from xcore.io.runs import write_json_atomic
 

@@ -1,6 +1,7 @@
 """Video analyses over a run's tables: where a map's positive relevance lies relative to the moving object, and
-what the discriminative (spatial / temporal) split and its freeze-frame clips say (methods.md §9;
-000_9c7ddb16221a0551.txt §3.2, §4.4, §5).
+what the discriminative (spatial / temporal) split and its freeze-frame clips say (Hiley, Taylor, Preece,
+Hicks, Marshall, *Discriminating Spatial and Temporal Relevance in Deep Taylor Decompositions for Explainable
+Activity Recognition*, §3.2, §4.4, §5).
 
 - Mass in boxes: ``Σ_{t, (i,j) ∈ B_t} max(R_tij, 0) / Σ_{t,i,j} max(R_tij, 0)`` — the share of a clip map's positive
   relevance that falls inside the per-frame ground-truth boxes ``B_t`` (inclusive pixel coordinates of the clip;

@@ -8,7 +8,7 @@ it the mean colour, as deletion metrics do) really removes the evidence instead 
 of the same shape. The box and the binary mask of the label-deciding object are exact, so explanation metrics
 can be checked against a known answer.
 
-Layout written by :func:`generate` (ImageNet val conventions: reference notes, formats.md section 6)::
+Layout written by :func:`generate_images` (ImageNet conventions, Kaggle CLS-LOC copy: docs/formats/imagenet.md)::
 
     LOC_synset_mapping.txt   train/<wnid>/<wnid>_<k>.JPEG   val/ILSVRC2012_val_<8 digits>.JPEG
     val_boxes/<stem>.xml     val_masks/<stem>.png           LOC_val_solution.csv    .complete

@@ -1,6 +1,6 @@
 """A seeded synthetic NTU-style skeleton dataset with known ground truth, in the real ``.skeleton`` format.
 
-Five classes, each decided by which limb makes the big movement (0-based joints of formats.md 1.5):
+Five classes, each decided by which limb makes the big movement (0-based joints, docs/formats/ntu.md §5):
 
 ====  ================  =====================================================================
 0     right-hand wave   arm raised sideways, forearm waving: 9, 10, 11, 23, 24
@@ -11,7 +11,8 @@ Five classes, each decided by which limb makes the big movement (0-based joints 
 ====  ================  =====================================================================
 
 A squat lowers the whole upper body rigidly, so its deciding joints are every joint except the ankles and feet
-(:data:`DECIDING_JOINTS`); ``tests/test_ntu.py`` checks that these are exactly the joints that move most.
+(:data:`DECIDING_JOINTS`); ``tests/unit/test_skeleton_synthetic.py`` checks that these are exactly the joints
+that move most.
 
 Every sample: a standing skeleton (metres, Kinect camera space: x to the sensor's left, so the performer's right
 is +x; y up; z away from the sensor, z about 3 m) scaled per subject (body size and limb proportions), tempo /
@@ -33,7 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xcore.data.ntu import NUM_JOINTS, SKELETON_DIR, Body, format_skeleton
+from xcore.data.ntu import SKELETON_DIR
+from xcore.data.ntu_joints import NUM_JOINTS
+from xcore.data.ntu_skeleton import Body, format_skeleton
 from xcore.errors import UsageError
 from xcore.io.atomic import atomic_open
 

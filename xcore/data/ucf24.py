@@ -1,4 +1,4 @@
-"""UCF101-24 spatio-temporal annotations (formats.md section 4): both pickle layouts, read safely.
+"""UCF101-24 spatio-temporal annotations (docs/formats/ucf101-24.md): both pickle layouts, read safely.
 
 The pickles go through :func:`safe_load_pickle`, which refuses every global but four numpy ones; boxes come back
 per video and frame with the documented frame base and the uint8 overflow fixed.
@@ -21,10 +21,10 @@ UCF24_CLASSES: tuple[str, ...] = (
     "GolfSwing", "HorseRiding", "IceDancing", "LongJump", "PoleVault", "RopeClimbing", "SalsaSpin", "SkateBoarding",
     "Skiing", "Skijet", "SoccerJuggling", "Surfing", "TennisSwing", "TrampolineJumping", "VolleyballSpiking",
     "WalkingWithDog")
-"""UCF101-24 class order (formats.md 4)."""
+"""UCF101-24 class order (docs/formats/ucf101-24.md §1)."""
 UCF24_FILES = ("pyannot_with_class_names.pkl", "pyannot.pkl", "UCF101v2-GT.pkl")
 UCF24_RESOLUTION = (240, 320)
-"""(height, width) of the frames format (a) boxes refer to (formats.md 4)."""
+"""(height, width) of the frames format (a) boxes refer to (docs/formats/ucf101-24.md §1)."""
 _SAFE_GLOBALS = frozenset({("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numpy", "ndarray"),
                            ("numpy", "dtype")})
 _MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
@@ -32,7 +32,7 @@ _MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarra
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    """Resolves only numpy's ``_reconstruct``, ``scalar``, ``ndarray`` and ``dtype`` (formats.md 4)."""
+    """Resolves only numpy's ``_reconstruct``, ``scalar``, ``ndarray`` and ``dtype`` (docs/formats/ucf101-24.md §2)."""
 
     def find_class(self, module: str, name: str) -> Any:
         short = "multiarray" if module in _MULTIARRAY_MODULES else module
@@ -79,7 +79,7 @@ class VideoBoxes:
 
 @dataclass
 class UCF24Annotations:
-    """Both pickle formats normalised: 0-based frames, x1 y1 x2 y2 floats (formats.md 4, last bullet)."""
+    """Both pickle formats normalised: 0-based frames, x1 y1 x2 y2 floats (docs/formats/ucf101-24.md §3)."""
 
     classes: list[str]
     videos: dict[str, VideoBoxes]

@@ -1,6 +1,8 @@
-"""Clip preprocessing presets (formats.md 10.1-10.2): :class:`VideoTransform` resizes (bilinear, no antialias,
-rounded back to uint8 like torchvision's uint8 path), centre-crops, scales and normalises uint8 (T, H, W, 3) RGB
-frames and returns (C, T, H, W) float32; presets ``kinetics`` (torchvision), ``c3d`` and ``small`` (the demo's).
+"""Clip preprocessing presets: :class:`VideoTransform` resizes (bilinear, no antialias, rounded back to uint8 like
+torchvision's uint8 path), centre-crops, scales and normalises uint8 (T, H, W, 3) RGB frames and returns
+(C, T, H, W) float32; presets ``kinetics`` (pytorch/vision ``torchvision/transforms/_presets.py``
+``VideoClassification``), ``c3d`` (jfzhang95/pytorch-video-recognition ``dataloaders/dataset.py``,
+``inference.py``) and ``small`` (the demo's).
 """
 
 from __future__ import annotations
@@ -12,18 +14,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from xcore.core.presets import C3D_MEAN_BGR, KINETICS_MEAN, KINETICS_STD, PRESETS, preset
+from xcore.core.presets import KINETICS_MEAN, KINETICS_STD, PRESETS, preset
 from xcore.data.transforms import Geometry, ImageTransform
 
 
 class VideoTransform(ImageTransform):
     """uint8 (T, H, W, 3) RGB frames -> float32 (C, T, H, W): resize, centre crop, channel order, scale, normalise.
 
-    ``resize`` is an int (shorter side, aspect kept) or ``(height, width)`` (exact, as torchvision's video presets,
-    formats.md 10.1). Resizing is bilinear without antialias and rounded back to uint8. The crop offsets follow
-    torchvision (``round((H - size) / 2)``): 128x171 -> 112 takes rows 8-119 and columns 30-141, as C3D does
-    (formats.md 10.2). ``bgr`` reverses the channels *before* normalising, so ``mean``/``std`` are in the output
-    order; ``scale`` multiplies the uint8 values first (1/255 for torchvision, 1.0 for C3D). Boxes map through
+    ``resize`` is an int (shorter side, aspect kept) or ``(height, width)`` (exact, as torchvision's video presets).
+    Resizing is bilinear without antialias and rounded back to uint8. The crop offsets follow torchvision
+    (``round((H - size) / 2)``): 128x171 -> 112 takes rows 8-119 and columns 30-141, as C3D's ``inference.py``
+    does. ``bgr`` reverses the channels *before* normalising, so ``mean``/``std`` are in the output order;
+    ``scale`` multiplies the uint8 values first (1/255 for torchvision, 1.0 for C3D). Boxes map through
     the same geometry (:meth:`map_boxes`, inherited).
     """
 
@@ -75,7 +77,8 @@ class VideoTransform(ImageTransform):
 
     def input_bounds(self) -> tuple[list[float], list[float]]:
         """Per-channel (low, high) of the model's input space: uint8 0 and 255 normalised (LRP's z^β bounds,
-        methods.md §8: "use the true min/max of the model's input space")."""
+        Hiley et al., *Discriminating Spatial and Temporal Relevance in Deep Taylor Decompositions for
+        Explainable Activity Recognition*, §4.3: the input bounds l, h of the first layer)."""
         return ([(0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True)],
                 [(255.0 * self.scale - m) / s for m, s in zip(self.mean, self.std, strict=True)])
 

@@ -1,8 +1,10 @@
 """Skeleton graphs for ST-GCN: the 25-joint NTU RGB+D edge lists and the "spatial" partition.
 
-Reproduces yysijie/st-gcn ``net/utils/graph.py`` (``Graph(layout='ntu-rgb+d', strategy='spatial')``) as
-described in ``formats.md`` §1.5–1.6 (joint order, edge lists) and §2.2 (hop distances capped at ``max_hop``,
-column-normalised adjacency, root / close / further subsets). Joint indices here are **0-based**.
+Reproduces yysijie/st-gcn ``net/utils/graph.py`` (``Graph(layout='ntu-rgb+d', strategy='spatial')``): joint
+order and edge lists of docs/formats/ntu.md §5, hop distances capped at ``max_hop`` (``get_hop_distance``),
+column-normalised adjacency (``normalize_digraph``) and the root / close / further subsets of ``get_adjacency``
+(the "spatial configuration" partitioning of Yan, Xiong, Lin, *Spatial Temporal Graph Convolutional Networks
+for Skeleton-Based Action Recognition*, AAAI 2018). Joint indices here are **0-based**.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xcore.data.ntu import CENTER_JOINT, NTU_BONES, NUM_JOINTS, STGCN_EDGES
+from xcore.data.ntu_joints import CENTER_JOINT, NTU_BONES, NUM_JOINTS, STGCN_EDGES
 
 Edge = tuple[int, int]
 __all__ = ["NTU_BONES", "NTU_CENTER", "NTU_NUM_JOINTS", "STGCN_EDGES", "Graph", "hop_distance", "normalize_columns",
            "spatial_partition"]
 
-# The NTU layout's constants live with the data format (formats.md §1.5–1.6); re-exported for the model side.
+# The NTU layout's constants live with the data format (xcore.data.ntu_joints); re-exported for the model side.
 NTU_NUM_JOINTS = NUM_JOINTS
 NTU_CENTER = CENTER_JOINT
 
@@ -26,8 +28,8 @@ NTU_CENTER = CENTER_JOINT
 def hop_distance(num_nodes: int, edges: Sequence[Edge], max_hop: int = 1) -> np.ndarray:
     """(V, V) hop distances of an undirected graph, **capped**: pairs further than ``max_hop`` are ``inf``.
 
-    As yysijie ``get_hop_distance`` (formats.md §2.2 step 2): ``d`` is the smallest power ``d <= max_hop`` of
-    the adjacency (with self-links) that reaches the pair; 0 on the diagonal.
+    As yysijie/st-gcn ``net/utils/graph.py`` ``get_hop_distance``: ``d`` is the smallest power ``d <= max_hop``
+    of the adjacency (with self-links) that reaches the pair; 0 on the diagonal.
     """
     adjacency = np.eye(num_nodes)
     for i, j in edges:
@@ -49,9 +51,10 @@ def normalize_columns(adjacency: np.ndarray) -> np.ndarray:
 def spatial_partition(num_nodes: int, edges: Sequence[Edge], center: int, max_hop: int = 1) -> np.ndarray:
     """The "spatial" partition, shape ``(1 + 2·max_hop, V, V)`` — ``(3, V, V)`` for the default ``max_hop=1``.
 
-    formats.md §2.2 steps 3–5: entries with hop distance ``h <= max_hop`` of the column-normalised adjacency are
-    split by comparing ``d_j = hop(j, center)`` with ``d_i = hop(i, center)`` (capped, so unreachable is ``inf``
-    and ``inf == inf`` counts as equal): equal -> root, ``d_j > d_i`` -> close, ``d_j < d_i`` -> further.
+    As yysijie/st-gcn ``Graph.get_adjacency`` (strategy "spatial"): entries with hop distance ``h <= max_hop`` of
+    the column-normalised adjacency are split by comparing ``d_j = hop(j, center)`` with ``d_i = hop(i, center)``
+    (capped, so unreachable is ``inf`` and ``inf == inf`` counts as equal): equal -> root, ``d_j > d_i`` -> close,
+    ``d_j < d_i`` -> further.
     ``h = 0`` gives the root matrix; each ``h >= 1`` gives (root + close) and further. ``A[k, j, i]`` carries
     node ``j``'s message to node ``i``.
     """

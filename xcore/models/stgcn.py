@@ -1,10 +1,12 @@
 """ST-GCN for skeleton sequences, with the module layout of yysijie/st-gcn ``net/st_gcn.py``.
 
-Follows ``formats.md`` §2.1–2.3: input (N, C, T, V, M); data BN over (N·M, V·C, T) with channel ``v·C + c``;
-ten st_gcn blocks (spatial kernel K = 3, temporal kernel 9, strides 2 at blocks 5 and 8); learnable edge
-importance per block; persons folded into the batch, pooled over (T', V), averaged over M **including all-zero
-padded persons**; a 1×1 Conv2d classifier. ``extract_feature`` gives the exact CAM decomposition used by
-STG-CAM (``methods.md`` §10). Parameter and buffer names equal the reference's, so its state dicts load.
+Follows the reference code (``net/st_gcn.py``, ``net/utils/tgcn.py``; input as docs/formats/ntu.md §6):
+input (N, C, T, V, M); data BN over (N·M, V·C, T) with channel ``v·C + c``; ten st_gcn blocks (spatial kernel
+K = 3, temporal kernel 9, strides 2 at blocks 5 and 8); learnable edge importance per block; persons folded into
+the batch, pooled over (T', V), averaged over M **including all-zero padded persons**; a 1×1 Conv2d classifier.
+``extract_feature`` gives the exact CAM decomposition used by STG-CAM (Das, Ortega, *Gradient-weighted Class
+Activation Mapping for Spatio Temporal Graph Convolutional Network*, §2.2). Parameter and buffer names equal the
+reference's, so its state dicts load.
 
 Deviation without effect on values or keys: ReLU and Dropout are not in-place (the reference's are), so
 module backward hooks used by explainers work; the "no residual" / "identity residual" lambdas become
@@ -20,16 +22,18 @@ from torch import Tensor, nn
 
 from xcore.models.graph import Graph
 
-#: (out channels, temporal stride) of the ten reference blocks (formats.md §2.3); block 1 takes the input channels.
+#: (out channels, temporal stride) of the ten reference blocks (yysijie/st-gcn ``net/st_gcn.py`` ``Model``); block 1
+#: takes the input channels.
 STGCN_BLOCKS: tuple[tuple[int, int], ...] = (
     (64, 1), (64, 1), (64, 1), (64, 1), (128, 2), (128, 1), (128, 1), (256, 2), (256, 1), (256, 1),
 )
-#: 1-based blocks removed by the 7-block variant (methods.md §10: "blocks 3, 6, 9 removed").
+#: 1-based blocks removed by the 7-block variant (Das & Ortega, STG-Grad-CAM paper §3.2: "We removed the 3rd, 6th
+#: and 9th layer").
 SEVEN_BLOCK_REMOVED = (3, 6, 9)
 
 
 class ConvTemporalGraphical(nn.Module):
-    """Graph convolution (yysijie ``net/utils/tgcn.py``, formats.md §2.2 step 7).
+    """Graph convolution (yysijie/st-gcn ``net/utils/tgcn.py`` ``ConvTemporalGraphical``).
 
     A 1×1 Conv2d maps ``C_in`` to ``K·C_out``; the result (N, K, C_out, T, V) is contracted with ``A`` (K, V, W)
     over k and v: ``out[n, c, t, w] = Σ_k Σ_v x[n, k, c, t, v] · A[k, v, w]``.
@@ -50,8 +54,9 @@ class ConvTemporalGraphical(nn.Module):
 class STGCNBlock(nn.Module):
     """One st_gcn block: gcn -> BN -> ReLU -> temporal Conv2d (k×1, stride (s, 1)) -> BN -> Dropout, plus a residual.
 
-    Residual (formats.md §2.3): none when ``residual=False``; identity when ``in == out`` and ``stride == 1``;
-    else a 1×1 Conv2d with stride (s, 1) followed by BN. Output ``ReLU(tcn(gcn(x)) + residual(x))``.
+    Residual (as yysijie/st-gcn ``net/st_gcn.py`` ``st_gcn``): none when ``residual=False``; identity when
+    ``in == out`` and ``stride == 1``; else a 1×1 Conv2d with stride (s, 1) followed by BN. Output
+    ``ReLU(tcn(gcn(x)) + residual(x))``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], stride: int = 1,
@@ -167,7 +172,8 @@ class STGCN(nn.Module):
 
 def _own_graph_if_missing(module: STGCN, state_dict: dict[str, Tensor], prefix: str, *_: object) -> None:
     """Load-state-dict pre-hook: a dict without the ``A`` buffer keeps the model's own graph; one with an ``A``
-    different from the model's is refused (a different edge list or partition is a different model, formats.md §1.6).
+    different from the model's is refused (a different edge list or partition is a different model: docs/formats/ntu.md
+    §5).
     """
     key = prefix + "A"
     if key not in state_dict:

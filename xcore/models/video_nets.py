@@ -1,11 +1,14 @@
 """Video classifiers; every model takes clips ``(B, C, T, H, W)`` and sets ``xcore_cam_layer``.
 
 - :class:`C3D`: jfzhang95/pytorch-video-recognition ``network/C3D_model.py`` with the same layer names, so its
-  state dicts load unchanged (formats.md §10.2); CAM layer ``conv5b`` -> (B, 512, 2, 7, 7) at 16×112×112.
-- :class:`CNNLSTM`: per-frame ResNet -> LSTM -> last hidden state or softmax temporal attention (formats.md §10.3,
-  methods.md §7.2); CAM layer ``cnn.layer4`` whose output is **(B·T, C, h, w)**: frames are folded into the batch.
-- :class:`Small3DCNN`: 4 Conv3d blocks -> GAP -> one linear layer, so Grad-CAM = ReLU(CAM)/Z exactly (methods.md §7.1).
-- torchvision ``r3d_18``, ``mc3_18``, ``r2plus1d_18`` (weights=None), CAM layer ``layer4`` (formats.md §10.1).
+  state dicts load unchanged; CAM layer ``conv5b`` -> (B, 512, 2, 7, 7) at 16×112×112.
+- :class:`CNNLSTM`: per-frame ResNet -> LSTM -> last hidden state or softmax temporal attention (Gupta, Ahmed, *ADL
+  2020 Project-III report*, §2.2); CAM layer ``cnn.layer4`` whose output is **(B·T, C, h, w)**: frames are folded
+  into the batch.
+- :class:`Small3DCNN`: 4 Conv3d blocks -> GAP -> one linear layer, so Grad-CAM = ReLU(CAM)/Z exactly (the Saliency
+  Tubes identity; Hartley, thesis §4.5.2: "Grad-CAM and saliency tubes perform identically").
+- torchvision ``r3d_18``, ``mc3_18``, ``r2plus1d_18`` (weights=None), CAM layer ``layer4`` (pytorch/vision
+  ``torchvision/models/video/resnet.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def _check_clip(x: Tensor, name: str) -> None:
 
 
 class C3D(nn.Module):
-    """C3D as in jfzhang95/pytorch-video-recognition ``network/C3D_model.py`` (formats.md §10.2).
+    """C3D as in jfzhang95/pytorch-video-recognition ``network/C3D_model.py``.
 
     All convs 3×3×3, padding 1, each followed by ReLU; pool1 (1,2,2), pool2..pool5 (2,2,2), pool5 padded (0,1,1);
     flatten 8192 = 512×1×4×4 -> fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> fc8. Input (B, 3, 16, 112, 112)
@@ -78,7 +81,7 @@ class C3D(nn.Module):
 
 
 class CNNLSTM(nn.Module):
-    """Per-frame 2-D CNN -> LSTM over time -> classifier (formats.md §10.3, methods.md §7.2).
+    """Per-frame 2-D CNN -> LSTM over time -> classifier (Gupta & Ahmed, ADL 2020 Project-III report, §2.2).
 
     - ``cnn``: torchvision ``backbone`` (weights=None) with ``fc`` replaced by identity, applied to all frames at
       once with the frames folded into the batch: (B, C, T, H, W) -> (B·T, C, H, W) -> (B·T, D) -> (B, T, D).
@@ -86,13 +89,14 @@ class CNNLSTM(nn.Module):
     - ``lstm``: one-layer ``nn.LSTM(D, hidden, batch_first=True)``, outputs ``h_t`` (B, T, hidden).
     - ``attention=False``: ``fc(h_T)`` (last step). ``attention=True``: ``a = softmax_t(attn(h_t))`` with ``attn``
       a ``Linear(hidden, 1)`` score, context ``Σ_t a_t h_t``, then ``fc(context)``. The weights of the last forward
-      are kept (detached) in ``last_attention`` (B, T): the frame relevance of methods.md §7.2; ``None`` without
+      are kept (detached) in ``last_attention`` (B, T): the frame relevance (soft temporal attention, after Sharma,
+      Kiros, Salakhutdinov, *Action Recognition using Visual Attention*, arXiv 1511.04119); ``None`` without
       attention.
 
     ``xcore_cam_layer = "cnn.layer4"``: its output is **(B·T, C, h, w)** (frame-major within each clip: row
     ``b·T + t``), i.e. one 2-D Grad-CAM per frame; reshape to (B, T, h, w) afterwards.
 
-    cuDNN's RNN backward refuses eval mode (methods.md §7.2): explanation methods run the model under
+    cuDNN's RNN backward refuses eval mode (pytorch/captum issues #564, #1159): explanation methods run the model under
     :func:`xcore.core.context.model_state`, which disables cuDNN around RNN forwards on CUDA (the model is never
     switched to ``train()``); code that backpropagates through it in eval mode outside xcore must do the same.
     """
@@ -150,7 +154,8 @@ class Small3DCNN(nn.Module):
     Block 1 is a (1,2,2)-strided conv; blocks 2-4 start with max-pools (1,2,2), (2,2,2), (2,2,2); widths
     ``width``, 2·, 4·, 8·``width``. A 3×16×112×112 clip gives (B, 8·width, 4, 7, 7) at ``features.3``.
     ``xcore_cam_layer = "features.3"`` ends in a ReLU and feeds GAP + one linear layer, so Grad-CAM there equals
-    ReLU(Σ_k w_ck A_k)/Z with Z = T'·H'·W' (methods.md §7.1, the Saliency Tubes identity).
+    ReLU(Σ_k w_ck A_k)/Z with Z = T'·H'·W' (the Saliency Tubes identity: Stergiou et al., *Saliency Tubes: Visual
+    Explanations for Spatio-Temporal Convolutions*, ICIP 2019, weight the activations by the FC weights ``w_ck``).
     """
 
     xcore_cam_layer = "features.3"

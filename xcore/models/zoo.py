@@ -49,7 +49,7 @@ def stgcn(num_classes: int, **kw: Any) -> nn.Module:
 
 @MODELS.register("stgcn7")
 def stgcn7(num_classes: int, **kw: Any) -> nn.Module:
-    """The 7-block ST-GCN of 004_c5d3eda31f8a82a9.txt (blocks 3, 6 and 9 removed)."""
+    """The 7-block ST-GCN of Das & Ortega, STG-Grad-CAM paper §3.2 (blocks 3, 6 and 9 removed)."""
     return stgcn(num_classes, **{**kw, "blocks": 7})
 
 
