@@ -22,7 +22,7 @@ Params = dict[str, dict[str, Any]]
 class ExplainConfig(BaseModel):
     """Explanations + metrics for every sample of a dataset split, one Parquet shard at a time."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     dataset: str = Field(description="dataset root")
     model: str = Field(description="checkpoint (.pt with a .json sidecar)")
@@ -47,10 +47,10 @@ class ExplainConfig(BaseModel):
     def _absolute(cls, v: str) -> str:  # actors may run with another working directory
         return str(Path(v).expanduser().absolute())
 
-    @field_validator("methods", "metrics")
+    @field_validator("methods", "metrics", mode="before")
     @classmethod
-    def _params(cls, v: dict[str, Any] | None) -> Params:
-        return {str(k): dict(p or {}) for k, p in (v or {}).items()}
+    def _params(cls, v: Any) -> Any:  # ``{gradcam: }`` in YAML: no parameters
+        return {k: ({} if p is None else p) for k, p in v.items()} if isinstance(v, dict) else v
 
     @field_validator("methods")
     @classmethod
