@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/demo_methods.py [--n 30] [--methods gradcam swag ...]
 
-Uses the demo's data and model (`make demo` writes them; missing ones are made here the same way). Thesis
-orderings to compare with (metrics.md §12): deletion SWAG_G < SWAG_I < Grad-CAM, Jitter-CAM < Grad-CAM.
+Uses the demo's data and model (`make demo` writes them; missing ones are made here the same way). Orderings to
+compare with (Hartley, *An Investigation into Explanations for Convolutional Neural Networks*, PhD thesis, Cardiff
+University, 2021, Tables 3.7 and 5.2): deletion SWAG_G < SWAG_I < Grad-CAM, Jitter-CAM < Grad-CAM.
 """
 
 from __future__ import annotations
