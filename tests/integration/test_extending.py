@@ -178,3 +178,24 @@ def test_toy_job_kind_runs_through_run_job_and_resumes(tmp_path, prefect_harness
     again = run_job("toy_squares", config, RunOptions(executor="local"))  # every shard complete: none recomputed
     assert again["summary"]["total"] == result["summary"]["total"]
     assert read_json(tmp_path / "toy-10" / "_manifests" / "plan.json")["todo"] == []
+
+
+@pytest.mark.slow
+def test_xai_job_runs_a_registered_kind_from_a_yaml_config(tmp_path, prefect_harness):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cfg = tmp_path / "squares.yaml"
+    cfg.write_text(f"n: 6\nshard_size: 4\nout: {tmp_path}\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["job", "toy_squares", "--config", str(cfg), "--executor", "local",
+                                   "--set", "n=7"])
+    assert res.exit_code == 0, (res.stdout, res.stderr)
+    assert "total: 91" in res.stdout  # Σ i² for i < 7: the --set override won; BaseJob.describe printed it
+    assert read_json(tmp_path / "toy-7" / "_manifests" / "plan.json")["total"] == 2
+    for args, needle in ((["job", "toy_nosuch", "--config", str(cfg)], "toy_nosuch"),
+                         (["job", "toy_squares", "--config", str(tmp_path / "missing.yaml")], "missing.yaml"),
+                         (["job", "toy_squares", "--config", str(cfg), "--executor", "slurm"], "slurm")):
+        bad = CliRunner().invoke(app, args)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.exit_code == 2 and len(lines) == 1 and needle in lines[0], (args, bad.stderr)
