@@ -1,6 +1,6 @@
-"""Video decoding, clip sampling, presets and the UCF-101 / UCF101-24 / HMDB51 / Kinetics readers (formats.md 3-5,
-9, 10.1-10.2). Fixture videos encode frame ``i`` as a flat grey level ``LEVEL0 + STEP * i`` plus a bright bar at
-column ``2 i``, so lossy codecs still let us check which frame came back."""
+"""Video data sets on disk: both UCF101-24 pickle layouts and the safe unpickler (docs/formats/ucf101-24.md), and the
+UCF-101 / HMDB51 / Kinetics-400 readers (docs/formats/ucf101.md, hmdb51.md, kinetics400.md) over hand-made roots.
+Decoding and clip sampling are tested in ``test_video_decode.py``, the presets in ``test_video_transforms.py``."""
 
 from __future__ import annotations
 
@@ -12,176 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clip_fixture import LEVEL0, STEP, N, frames
 
-from xcore.core.presets import C3D_MEAN_BGR, KINETICS_MEAN, KINETICS_STD
+from xcore.core.presets import KINETICS_MEAN, KINETICS_STD
 from xcore.data.ucf24 import load_ucf24, safe_load_pickle
-from xcore.data.decord_helper import DecordHelper
-from xcore.data.video_decode import centre_indices, frame_count, read_clip, sliding_indices, write_video
+from xcore.data.video_encode import write_video
 from xcore.data.video_readers import HMDB51Reader, KineticsReader, UCF101Reader, clip_name
-from xcore.data.video_transforms import VideoTransform, video_preset
+from xcore.data.video_transforms import video_preset
 from xcore.datasets import DATASETS
 from xcore.errors import SampleError, UsageError
-
-LEVEL0, STEP, N = 8, 10, 20
-
-
-def frames(n: int = N, h: int = 32, w: int = 40) -> np.ndarray:
-    out = np.zeros((n, h, w, 3), np.uint8)
-    for i in range(n):
-        out[i] = LEVEL0 + STEP * i
-        out[i, :, 2 * i % w:2 * i % w + 2] = 255
-    return out
-
-
-def which_frame(clip: np.ndarray) -> list[int]:
-    """Frame numbers recovered from the grey level (median, so the bar does not bias it)."""
-    return [round((float(np.median(f)) - LEVEL0) / STEP) for f in clip]
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("videos")
-    out = {"mp4": write_video(d / "a.mp4", frames()), "avi": write_video(d / "a.avi", frames()),
-           "odd": write_video(d / "odd.mp4", frames(h=33, w=47))}
-    data = out["mp4"].read_bytes()
-    (d / "cut.mp4").write_bytes(data[:len(data) // 2])
-    (d / "empty.mp4").write_bytes(b"")
-    out["cut"], out["empty"] = d / "cut.mp4", d / "empty.mp4"
-    return out
-
-
-# ------------------------------------------------------------------------------------------ decoding
-
-@pytest.mark.parametrize("kind", ["mp4", "avi", "odd"])
-@pytest.mark.parametrize("backend", ["decord", "pyav", "auto"])
-def test_read_clip_returns_the_requested_frames(videos: dict[str, Path], kind: str, backend: str) -> None:
-    want = [5, 0, 19, 5, 7]
-    clip = read_clip(videos[kind], want, backend=backend)
-    ref = frames(h=33, w=47) if kind == "odd" else frames()
-    assert clip.dtype == np.uint8 and clip.shape == (5, *ref.shape[1:])
-    assert which_frame(clip) == want
-    assert np.abs(clip.astype(int) - ref[want]).mean() < 3  # lossy, but close to the source everywhere
-    bar = [int(np.argmax(f[..., 0].mean(axis=0))) for f in clip]
-    assert [abs(b - 2 * i) <= 1 for b, i in zip(bar, want, strict=True)] == [True] * 5
-
-
-@pytest.mark.parametrize("kind", ["mp4", "avi", "odd"])
-def test_decord_and_pyav_agree(videos: dict[str, Path], kind: str) -> None:
-    idx = list(range(N))
-    a = read_clip(videos[kind], idx, backend="decord").astype(int)
-    b = read_clip(videos[kind], idx, backend="pyav").astype(int)
-    assert np.abs(a - b).max() <= 2
-
-
-def test_in_process_decord_matches_the_helper(videos: dict[str, Path]) -> None:
-    a = read_clip(videos["odd"], [3, 1], backend="decord", timeout=None)
-    assert np.array_equal(a, read_clip(videos["odd"], [3, 1], backend="decord"))
-    with pytest.raises(SampleError, match="too short"):
-        read_clip(videos["odd"], [N], backend="decord", timeout=None)
-    with pytest.raises(SampleError, match=r"cut\.mp4: decord cannot read"):
-        read_clip(videos["cut"], [0], backend="decord", timeout=None)
-
-
-def test_frame_count(videos: dict[str, Path]) -> None:
-    assert [frame_count(videos[k]) for k in ("mp4", "avi", "odd")] == [N, N, N]
-
-
-@pytest.mark.parametrize("kind", ["cut", "empty"])
-@pytest.mark.parametrize("backend", ["decord", "pyav", "auto"])
-def test_broken_files_raise_sample_error(videos: dict[str, Path], kind: str, backend: str) -> None:
-    with pytest.raises(SampleError) as err:
-        read_clip(videos[kind], [0, 1], backend=backend)
-    msg = str(err.value)
-    assert videos[kind].name in msg and "\n" not in msg and err.value.stage == "load"
-    with pytest.raises(SampleError, match=videos[kind].name):
-        frame_count(videos[kind])
-
-
-@pytest.mark.parametrize("backend", ["decord", "pyav", "auto"])
-def test_index_beyond_the_end_raises(videos: dict[str, Path], backend: str) -> None:
-    with pytest.raises(SampleError, match=r"a\.mp4: too short: frame 20 requested, video has 20 frames"):
-        read_clip(videos["mp4"], [3, N], backend=backend)
-    with pytest.raises(SampleError, match="no such file"):
-        read_clip(videos["mp4"].with_name("nope.mp4"), [0], backend=backend)
-
-
-def test_bad_arguments(videos: dict[str, Path]) -> None:
-    with pytest.raises(ValueError, match="backend"):
-        read_clip(videos["mp4"], [0], backend="opencv")
-    with pytest.raises(ValueError, match=">= 0"):
-        read_clip(videos["mp4"], [-1])
-
-
-def test_decord_helper_times_out_and_restarts() -> None:
-    hung = DecordHelper("import time\ntime.sleep(60)\n")  # stands in for get_batch hanging (decord#373)
-    kind, payload = hung.request("x.mp4", [0], timeout=0.5)
-    assert (kind, payload) == ("timeout", 0.5)
-    assert hung._proc is None  # killed, a later request starts a fresh helper
-    hung.stop()
-
-
-# ------------------------------------------------------------------------------------------ sampling
-
-def test_centre_indices() -> None:
-    assert centre_indices(20, 16) == list(range(2, 18))
-    assert centre_indices(21, 16) == list(range(2, 18))  # start rounded down
-    assert centre_indices(16, 16) == list(range(16))
-    assert centre_indices(20, 8, stride=2) == [2, 4, 6, 8, 10, 12, 14, 16]  # span 15
-    with pytest.raises(SampleError, match="too short: 15 frames, the clip spans 16"):
-        centre_indices(15, 16)
-
-
-def test_sliding_indices() -> None:
-    assert sliding_indices(10, 4, 3) == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
-    assert sliding_indices(12, 4, 3) == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]  # tail of 2 dropped
-    assert sliding_indices(10, 3, 4, stride=2) == [[0, 2, 4], [4, 6, 8]]
-    with pytest.raises(SampleError, match="too short"):
-        sliding_indices(3, 4, 1)
-
-
-# ------------------------------------------------------------------------------------------ presets
-
-def test_c3d_preset_is_bgr_minus_mean_without_std() -> None:
-    clip = np.zeros((2, 240, 320, 3), np.uint8)
-    clip[...] = (200, 100, 50)  # RGB
-    x = video_preset("c3d")(clip)
-    assert x.shape == (3, 2, 112, 112) and x.dtype == torch.float32
-    # channel 0 = B - 90, 1 = G - 98, 2 = R - 102
-    assert torch.equal(x[:, 0, 0, 0], torch.tensor([50 - 90.0, 100 - 98.0, 200 - 102.0]))
-    assert bool((x == x[:, :1, :1, :1]).all())
-    assert C3D_MEAN_BGR == (90.0, 98.0, 102.0)
-
-
-def test_c3d_crop_takes_rows_8_to_119_and_columns_30_to_141() -> None:
-    clip = np.zeros((1, 128, 171, 3), np.uint8)  # already 128x171: no resize
-    clip[..., 0] = np.arange(171)[None, None, :]  # R = column
-    clip[..., 1] = np.arange(128)[None, :, None]  # G = row
-    x = video_preset("c3d")(clip)
-    assert torch.equal(x[2, 0, 0], torch.arange(30, 142, dtype=torch.float32) - 102)
-    assert torch.equal(x[1, 0, :, 0], torch.arange(8, 120, dtype=torch.float32) - 98)
-
-
-def test_kinetics_preset_values() -> None:
-    clip = np.zeros((3, 90, 120, 3), np.uint8)
-    clip[...] = (255, 0, 51)
-    x = video_preset("kinetics")(clip)
-    assert x.shape == (3, 3, 112, 112)
-    want = [(1.0 - KINETICS_MEAN[0]) / KINETICS_STD[0], -KINETICS_MEAN[1] / KINETICS_STD[1],
-            (0.2 - KINETICS_MEAN[2]) / KINETICS_STD[2]]
-    assert torch.allclose(x[:, 1, 50, 60], torch.tensor(want), atol=1e-5)
-    assert KINETICS_MEAN == (0.43216, 0.394666, 0.37645) and KINETICS_STD == (0.22803, 0.22145, 0.216989)
-
-
-def test_shorter_side_resize_and_box_mapping() -> None:
-    t = VideoTransform(size=4, resize=4, mean=(0, 0, 0), std=(1, 1, 1), scale=1.0)
-    clip = np.zeros((1, 8, 16, 3), np.uint8)
-    clip[..., 2] = (np.arange(16) * 10).astype(np.uint8)[None, None, :]
-    x = t(clip)  # 16x8 -> 8x4 (every other column, averaged), then columns 2..5
-    assert x.shape == (3, 1, 4, 4)
-    assert torch.equal(x[2, 0, 0], torch.tensor([45.0, 65.0, 85.0, 105.0]))
-    k = video_preset("kinetics")  # 320x240 -> 171x128, crop at column 30, row 8
-    assert k.map_boxes([[160, 120, 200, 160]], 320, 240) == [[55, 56, 77, 77]]
-
 
 # ------------------------------------------------------------------------------------------ UCF101-24 pickles
 

@@ -30,7 +30,6 @@ _SAFE_GLOBALS = frozenset({("multiarray", "_reconstruct"), ("multiarray", "scala
 _MULTIARRAY_MODULES = frozenset({"numpy.core.multiarray", "numpy._core.multiarray"})
 
 
-
 class _SafeUnpickler(pickle.Unpickler):
     """Resolves only numpy's ``_reconstruct``, ``scalar``, ``ndarray`` and ``dtype`` (docs/formats/ucf101-24.md §2)."""
 
