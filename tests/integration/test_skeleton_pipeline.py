@@ -118,7 +118,7 @@ def test_report_writes_json_and_figures(skeleton_run: dict) -> None:
 
 
 def test_beta_contrastivity_and_hit_rate_by_hand() -> None:
-    """Table 1 xview row: α = 88.3, 88.1, 64.31, 14.82 -> β_faithful = 0.885 (metrics.md §7)."""
+    """Table 1 xview row: α = 88.3, 88.1, 64.31, 14.82 -> β_faithful = 0.885 (Das & Ortega, eq 7, §3.2)."""
     assert beta(88.3, [88.1, 64.31, 14.82], [0.1, 0.5, 0.9]) == pytest.approx(0.8850, abs=1e-4)  # 78.147 / 88.3
     psi = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [1.0, 0.0, 0.5]])
     # Pearson: (0,1) = -1, (0,2) = 1, (1,2) = -1 -> mean over ordered pairs = -1/3 -> 1 + 1/3

@@ -177,8 +177,8 @@ def test_scorecam_equals_the_official_loop(dims: int, variant: str) -> None:
 
 
 def test_regression_gradcam_with_negative_squared_error_target() -> None:
-    """Regression Grad-CAM (methods.md §7.3): ŷ = Σ_kij W_kij A_kij + b, target −(ŷ − y)²,
-    so ∂(−L)/∂A_kij = −2(ŷ − y) W_kij and α_k = mean_ij of it."""
+    """Regression Grad-CAM (Gupta & Ahmed, ADL 2020 Project-III report, §2.3): ŷ = Σ_kij W_kij A_kij + b, target
+    −(ŷ − y)², so ∂(−L)/∂A_kij = −2(ŷ − y) W_kij and α_k = mean_ij of it."""
     torch.manual_seed(5)
     conv = nn.Conv2d(3, 4, 3, padding=1)
     head = nn.Linear(4 * 5 * 5, 1)

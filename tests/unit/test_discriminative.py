@@ -1,6 +1,7 @@
-"""Discriminative spatial / temporal relevance (000_9c7ddb16221a0551.txt §3.2, §4.4, §5; methods.md §9):
-the spatial map is the base map of hand-built freeze-frame clips for the clean clip's class, temporal = full −
-spatial, max|·| normalisation, recorded freeze predictions, and ground truth on a moving-square clip."""
+"""Discriminative spatial / temporal relevance (Hiley, Taylor, Preece, Hicks, Marshall, *Discriminating Spatial and
+Temporal Relevance in Deep Taylor Decompositions for Explainable Activity Recognition*, §3.2, §4.4, §5): the
+spatial map is the base map of hand-built freeze-frame clips for the clean clip's class, temporal = full − spatial,
+max|·| normalisation, recorded freeze predictions, and ground truth on a moving-square clip."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Jitter-CAM (thesis eqs 5.1–5.3, methods.md §3): d = 0 identity, hand-computed J and C, the fixed target class,
+"""Jitter-CAM (thesis §5.3, eqs 5.1–5.3): d = 0 identity, hand-computed J and C, the fixed target class,
 batching invariance, rounding of a non-integer stride, and video (jitter in space only)."""
 
 from __future__ import annotations

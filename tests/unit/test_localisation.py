@@ -1,4 +1,4 @@
-"""Weak localisation (metrics.md §3, §13): thresholds, boxes, inclusive IoU, the UCF101-24 clip selection and the
+"""Weak localisation (thesis §3.5.3, §4.5.3): thresholds, boxes, inclusive IoU, the UCF101-24 clip selection and the
 run report. All expected values are worked out by hand in the comments."""
 
 from __future__ import annotations

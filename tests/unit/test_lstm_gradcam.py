@@ -1,4 +1,4 @@
-"""Per-frame Grad-CAM on CNN-LSTMs (001_bccc7524706a9455.txt §2.2; methods.md §7.2): maps equal a by-hand
+"""Per-frame Grad-CAM on CNN-LSTMs (Gupta & Ahmed, ADL 2020 Project-III report, §2.2): maps equal a by-hand
 autograd computation on each frame's activation, attention = ``last_attention``, a frame cut from the output gets a
 zero map, the mass fallback, and the scoped cuDNN switch."""
 

@@ -1,4 +1,5 @@
-"""ST-GCN graph and model (formats.md §1.5–1.6, §2; methods.md §10): partition values, graph-conv arithmetic,
+"""ST-GCN graph and model (yysijie/st-gcn ``net/st_gcn.py``, ``net/utils/graph.py``; docs/formats/ntu.md §5–§6;
+STG-CAM of Das & Ortega, §2.2): partition values, graph-conv arithmetic,
 person averaging, block plans, the CAM decomposition, the reference state-dict layout and BN folding."""
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ def test_edge_importance_of_ones_is_the_plain_graph() -> None:
 
 
 def _reference_keys(blocks: int = 10) -> list[str]:
-    """yysijie ``Model.state_dict()`` keys, written out from formats.md §2.3 (not read off our model)."""
+    """yysijie ``Model.state_dict()`` keys, written out from its ``net/st_gcn.py`` (not read off our model)."""
     bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
     conv_block_residual = {5, 8}  # 1-based blocks with a 1×1 conv + BN residual
     keys = ["A", *(f"data_bn.{s}" for s in bn)]

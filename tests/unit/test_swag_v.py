@@ -1,4 +1,4 @@
-"""SWAG-V (thesis §4.3–4.4, methods.md §6): 3-D supervoxels (shared across static frames, split where the clip
+"""SWAG-V (thesis §4.3–4.4): 3-D supervoxels (shared across static frames, split where the clip
 changes in time), the eq 3.5 weights in 3-D, hand-computed supervoxel pooling, and the end-to-end map."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""3-D CAMs (methods.md §7.1, §3): Saliency Tubes vs Grad-CAM identities, hand-computed per-slice Grad-CAM pooling and
-XGrad-CAM on a T'×H'×W' activation, and Jitter-CAM jittered along time (J / C accumulated over three axes)."""
+"""3-D CAMs (Gupta & Ahmed §2.1; thesis §2.3.1, §4.5.2, Jitter-CAM §5.3): Saliency Tubes vs Grad-CAM identities,
+hand-computed per-slice Grad-CAM pooling and XGrad-CAM on a T'×H'×W' activation, and Jitter-CAM jittered along time
+(J / C accumulated over three axes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Video models (formats.md §10, methods.md §7): C3D names, CNN-LSTM heads, CAM identity, torchvision builders."""
+"""Video models (jfzhang95/pytorch-video-recognition ``network/C3D_model.py``, pytorch/vision
+``torchvision/models/video``; Gupta & Ahmed §2.2): C3D names, CNN-LSTM heads, CAM identity, torchvision builders."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from xcore.models.video_nets import (
     build_small3d,
 )
 
-# jfzhang95/pytorch-video-recognition network/C3D_model.py (formats.md §10.2): parameter names and shapes
+# jfzhang95/pytorch-video-recognition network/C3D_model.py: parameter names and shapes
 C3D_REFERENCE = {
     "conv1": (64, 3), "conv2": (128, 64), "conv3a": (256, 128), "conv3b": (256, 256), "conv4a": (512, 256),
     "conv4b": (512, 512), "conv5a": (512, 512), "conv5b": (512, 512),
