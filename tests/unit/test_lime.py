@@ -94,14 +94,15 @@ class _QuadrantModel(nn.Module):
         return torch.stack([torch.zeros_like(s), s], dim=1)
 
 
-@pytest.mark.parametrize("segmenter", ["quickshift", "image"])
-def test_the_driving_superpixel_gets_the_largest_coefficient(segmenter: str) -> None:
-    """Four flat colour quadrants; only the top-left one drives class 1, so its segment must score highest."""
+@pytest.mark.parametrize(("segmenter", "params"), [("quickshift", {}), ("image", {"n_segments": 4})])
+def test_the_driving_superpixel_gets_the_largest_coefficient(segmenter: str, params: dict) -> None:
+    """Four flat colour quadrants; only the top-left one drives class 1, so its segment must score highest
+    (``n_segments`` is SLIC's: quickshift takes none)."""
     x = torch.zeros(1, 3, 32, 32)
     colours = torch.tensor([[1.0, 0.2, -0.5], [-0.8, 1.0, 0.3], [0.4, -1.0, 1.0], [-0.3, 0.5, -1.2]])
     for q, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
         x[0, :, 16 * i : 16 * (i + 1), 16 * j : 16 * (j + 1)] = colours[q][:, None, None]
-    m = E.run("lime", _QuadrantModel(), x, [1], segmenter=segmenter, hide=0.0, n_samples=300, n_segments=4)[0]
+    m = E.run("lime", _QuadrantModel(), x, [1], segmenter=segmenter, hide=0.0, n_samples=300, **params)[0]
     top_left = torch.zeros(32, 32, dtype=torch.bool)
     top_left[:16, :16] = True
     assert m[top_left].min() > 0.05

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from xcore.core.context import capture
 from xcore.core.layers import default_layer
+from xcore.core.params import reject_ignored
 from xcore.core.targets import Target
 from xcore.errors import UsageError
 from xcore.explain._cam import pooled_dims
@@ -60,8 +61,9 @@ def gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = 
     """
     act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
     cam = weighted_sum(pool_weights(grad, pooling), act, relu)
-    if temporal == "block" and x.ndim == 5 and cam.ndim == 4:
-        return block_frames(cam, x.shape[2])
     if temporal not in ("linear", "block"):
         raise UsageError(f"unknown temporal mapping {temporal!r}; use 'linear' or 'block'")
-    return cam
+    if not (x.ndim == 5 and cam.ndim == 4):
+        reject_ignored(gradcam, f"a map without a time axis (input {tuple(x.shape)}, map {tuple(cam.shape)})",
+                       temporal=temporal)
+    return block_frames(cam, x.shape[2]) if temporal == "block" else cam

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from xcore.core.layers import default_layer
+from xcore.core.params import by_value, ignores
 from xcore.core.targets import Target
 from xcore.errors import UsageError
 from xcore.explain._cam import pooled_dims
@@ -47,6 +48,7 @@ def gradcam_pp_weights(act: Tensor, grad: Tensor, variant: str = "paper", eps: f
 
 
 @register("gradcam_pp")
+@ignores(by_value("variant", {"official": ("eps",)}))
 def gradcam_pp(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, variant: str = "paper",
                eps: float = 1e-6, relu: bool = True, softmax: bool = False, pooling: str = "global") -> Tensor:
     """Grad-CAM++ map at the layer's resolution (B, *S'): ``ReLU(Σ_k α_k A^k)`` with eq 2.4 weights

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from xcore.core.batching import spans
+from xcore.core.params import by_value, ignores
 from xcore.core.targets import Target
 from xcore.errors import UsageError
 from xcore.explain._copies import resolve
@@ -111,6 +112,7 @@ def _enlargements(x: Tensor, m: tuple[int, ...], d: int | tuple[int, int] | list
 
 
 @register("jitter_cam")
+@ignores(by_value("temporal", {False: ("d_t",)}))
 def jitter_cam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, base: str = "gradcam",
                d: int | tuple[int, int] | None = None, temporal: bool = False, d_t: int | None = None,
                batch_size: int = 32, base_params: dict[str, Any] | None = None) -> Tensor:

@@ -39,16 +39,22 @@ from sklearn.metrics import pairwise_distances
 from torch import Tensor, nn
 
 from xcore.core.batching import spans
+from xcore.core.params import by_value, ignores
 from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.core.targets import Target
 from xcore.errors import UsageError
 from xcore.explain._copies import resolve, tiled_scores
 from xcore.explain.base import register
 from xcore.explain.guided_backprop import guided_backprop
-from xcore.explain.superpixels import VARIANTS, denormalise
+from xcore.explain.superpixels import IGNORED_BY_VARIANT, VARIANTS, denormalise
 from xcore.explain.swag import swag_segments
 
 SEGMENTERS = ("quickshift", *VARIANTS)
+_QUICKSHIFT = ("kernel_size", "max_dist", "ratio")
+_SLIC = ("n_segments", "compactness", "w_c", "w_g")
+#: The parameters each segmenter ignores: quickshift's under SLIC, SLIC's under quickshift (and SWAG's per variant).
+IGNORED_BY_SEGMENTER: dict[str, tuple[str, ...]] = {
+    "quickshift": _SLIC, **{v: (*_QUICKSHIFT, *IGNORED_BY_VARIANT[v]) for v in VARIANTS}}
 
 
 def lime_segments(model: nn.Module, x: Tensor, target: Target, seeds: Sequence[int], *,
@@ -100,6 +106,7 @@ def surrogate(data: np.ndarray, y: np.ndarray, kernel_width: float = 0.25) -> np
 
 
 @register("lime")
+@ignores(by_value("segmenter", IGNORED_BY_SEGMENTER))
 def lime(model: nn.Module, x: Tensor, target: Target, *, segmenter: str = "quickshift", n_samples: int = 1000,
          kernel_width: float = 0.25, hide: str | float = "mean", seed: int = 0, batch_size: int = 32,
          kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2, n_segments: int = 50,

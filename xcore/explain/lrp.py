@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from xcore.core.maps import reduce_channels
+from xcore.core.params import by_value, ignores
 from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.core.targets import Target
 from xcore.errors import UsageError
@@ -272,6 +273,7 @@ def relevance(model: nn.Module, x: Tensor, target: Target, *, alpha: float = 1.0
 
 
 @register("lrp")
+@ignores(by_value("first", {"alpha_beta": ("low", "high")}))
 def lrp(model: nn.Module, x: Tensor, target: Target, *, alpha: float = 1.0, beta: float = 0.0, bias: bool = False,
         first: str = "zbox", low: Any = None, high: Any = None, avgpool: str = "proportional",
         init: str = "onehot", reduce: str = "sum") -> Tensor:

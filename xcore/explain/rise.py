@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from xcore.core.batching import spans
+from xcore.core.params import ignores, when_given
 from xcore.core.targets import Target
 from xcore.explain._copies import resolve, tiled_scores
 from xcore.explain.base import register
@@ -53,6 +54,7 @@ def rise_masks(grids: Tensor, shifts: Tensor, shape: Sequence[int]) -> Tensor:
 
 
 @register("rise")
+@ignores(when_given("masks", ("n_masks", "cells", "seed")))
 def rise(model: nn.Module, x: Tensor, target: Target, *, n_masks: int = 4000, cells: int = 8, p: float = 0.5,
          seed: int = 0, masks: Tensor | None = None, softmax: bool = True, batch_size: int = 32) -> Tensor:
     """RISE saliency (B, *S): score-weighted mean of the masks, normalised by ``N·p``."""

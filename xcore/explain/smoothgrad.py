@@ -14,12 +14,14 @@ from torch import Tensor, nn
 
 from xcore.core.batching import spans
 from xcore.core.maps import reduce_channels
+from xcore.core.params import ignores, when_given
 from xcore.core.targets import Target
 from xcore.explain._copies import resolve, tiled_gradient
 from xcore.explain.base import register
 
 
 @register("smoothgrad")
+@ignores(when_given("noise", ("samples", "seed")))
 def smoothgrad(model: nn.Module, x: Tensor, target: Target, *, samples: int = 25, sigma: float = 0.15,
                seed: int = 0, noise: Tensor | None = None, reduce: str = "max_abs", softmax: bool = False,
                batch_size: int = 32) -> Tensor:

@@ -33,6 +33,10 @@ from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.errors import UsageError
 
 VARIANTS = ("image", "gradient", "both")
+#: The SLIC parameters each variant ignores: the weights of eq 3.5 outside "both", its ``compactness`` inside, and
+#: the de-normalisation (``mean`` / ``std``) where no image feature is used.
+IGNORED_BY_VARIANT: dict[str, tuple[str, ...]] = {"image": ("w_c", "w_g"), "gradient": ("w_c", "w_g", "mean", "std"),
+                                                  "both": ("compactness",)}
 
 
 def denormalise(x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,

@@ -19,14 +19,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from xcore.core.params import by_value, ignores
 from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
 from xcore.core.targets import Target
 from xcore.errors import UsageError
 from xcore.explain.base import register
 from xcore.explain.guided_backprop import guided_backprop
-from xcore.explain.superpixels import VARIANTS, denormalise, segment
+from xcore.explain.superpixels import IGNORED_BY_VARIANT, VARIANTS, denormalise, segment
 
 POOLINGS = ("mean", "min", "max", "l1", "l2", "var", "std", "sum")
+#: SWAG / SWAG-V: the parameters the chosen ``superpixels`` variant ignores raise when set.
+IGNORED_BY_SUPERPIXELS = by_value("superpixels", IGNORED_BY_VARIANT)
 
 
 def pool_superpixels(scores: Tensor, segments: Tensor, pooling: str = "mean") -> Tensor:
@@ -113,6 +116,7 @@ def superpixel_map(model: nn.Module, x: Tensor, target: Target, *, superpixels: 
 
 
 @register("swag")
+@ignores(IGNORED_BY_SUPERPIXELS)
 def swag(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "both", n_segments: int = 300,
          pooling: str = "mean", compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
          softmax: bool = True, mean: Sequence[float] = IMAGENET_MEAN,

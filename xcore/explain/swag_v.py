@@ -24,14 +24,16 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from xcore.core.params import ignores
 from xcore.core.presets import preset
 from xcore.core.targets import Target
 from xcore.errors import UsageError
 from xcore.explain.base import register
-from xcore.explain.swag import superpixel_map
+from xcore.explain.swag import IGNORED_BY_SUPERPIXELS, superpixel_map
 
 
 @register("swag_v")
+@ignores(IGNORED_BY_SUPERPIXELS)
 def swag_v(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "both", n_segments: int = 120,
            pooling: str = "mean", compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
            softmax: bool = True, mean: Sequence[float] | None = None,

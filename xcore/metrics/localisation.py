@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from xcore.core.maps import map_grid, resize_to
+from xcore.core.params import reject_ignored
 from xcore.core.targets import Targets
 from xcore.errors import SampleError
 from xcore.metrics.base import register
@@ -139,6 +140,8 @@ def weak_localisation(model: nn.Module, x: Tensor, maps: Tensor, targets: Target
     video = x.ndim == 5
     if x.ndim not in (4, 5):
         raise ValueError(f"weak localisation needs an image (B, C, H, W) or clip (B, C, T, H, W); got {tuple(x.shape)}")
+    if not video:
+        reject_ignored(weak_localisation, "an image (one frame: nothing to threshold per frame)", volume=volume)
     B = x.shape[0]
     if len(boxes) != B:
         raise ValueError(f"boxes has {len(boxes)} entries for a batch of {B}")
