@@ -1,22 +1,21 @@
-"""Deep Taylor decomposition / LRP for 1D, 2D and 3D CNNs (methods.md §8; 000_9c7ddb16221a0551.txt §4.3).
+"""Deep Taylor decomposition / LRP for 1D, 2D and 3D CNNs (Hiley, Taylor, Preece, Hicks, Marshall, *Discriminating
+Spatial and Temporal Relevance in Deep Taylor Decompositions for Explainable Activity Recognition*, §4.3; the rules'
+formulas, sources and the peers' conventions: docs/methods/lrp.md).
 
-Relevance starts at the explained output (one-hot 1 at the class, as in the seed's torchexplain; ``init="score"``
+Relevance starts at the explained output (one-hot 1 at the class, as liamhiley/torchexplain; ``init="score"``
 starts from ``y^c``) and flows back through a backward pass whose "gradient" *is* the relevance:
 
-- conv / linear (any ``_ConvNd``, ``nn.Linear``): the αβ rule, ``z_ij = x_i w_ij``,
-  ``R_i = Σ_j (α z⁺_ij / (Σ_i z⁺_ij + b⁺_j) − β z⁻_ij / (Σ_i z⁻_ij + b⁻_j)) R_j`` with α − β = 1.
-  Default α = 1, β = 0 with the bias ignored (torchexplain, innvestigate ``Alpha1Beta0IgnoreBiasRule``);
-  ``bias=True`` adds b⁺ / b⁻ to the denominators as the seed's formula (and zennit's ``AlphaBeta``) do;
-- the first conv / linear layer: the z^β (box) rule with the input bounds l, h,
-  ``R_i = Σ_j (z_ij − l_i w⁺_ij − h_i w⁻_ij) / Σ_i' (z_i'j − l_i' w⁺_i'j − h_i' w⁻_i'j) · R_j`` (bias cancels);
-- average pools: proportional ``R_k = x_k R_j / Σ_k' x_k'`` (the seed's code) or ``avgpool="uniform"``,
+- conv / linear (any ``_ConvNd``, ``nn.Linear``): the αβ rule (α − β = 1; by default α = 1, β = 0 with the bias
+  ignored, as torchexplain and innvestigate's ``Alpha1Beta0IgnoreBiasRule``; ``bias=True``: b⁺ / b⁻ in the
+  denominators, as the paper's formula and zennit's ``AlphaBeta``);
+- the first conv / linear layer executed: the z^β (box) rule with the input bounds l, h (the bias cancels);
+- average pools: proportional ``R_k = x_k R_j / Σ_k' x_k'`` (torchexplain's code) or ``avgpool="uniform"``,
   ``R_k = R_j / N`` (the paper's text);
 - sums of two activations (residual connections, in any form: ``a + b``, ``out += identity``): proportional;
-- max pools: the winner takes all (the plain gradient of the pool, so no rule is attached to them);
+- max pools: the winner takes all (their plain gradient, so no rule is attached to them);
 - ReLU and every other element-wise activation (:data:`xcore.explain._activations.ACTIVATIONS`, as modules or
-  functions): relevance passes through unchanged, ``R_in = R_out``, also at units the activation zeroes (zennit's
-  ``Pass``). Their gradient would drop the relevance a later layer gives such units — which happens behind an
-  unfolded BatchNorm, whose shift makes a dead unit's value non-zero;
+  functions): relevance passes through, ``R_in = R_out`` ("ReLU nonlinearities simply pass on relevance", §4.3;
+  zennit's ``Pass``), also at units the activation zeroed, which a later unfolded BatchNorm's shift can make relevant;
 - BatchNorm: folded into the preceding conv first (:mod:`xcore.models.fold`); one that cannot be folded
   passes relevance through unchanged.
 
@@ -83,7 +82,8 @@ def redistribute(module: nn.Module, terms: Sequence[Term], r: Tensor, bias: Tens
 
 
 def alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = False) -> Rule:
-    """The αβ rule (α − β = 1) for signed inputs: ``z⁺ = x⁺w⁺ + x⁻w⁻``, ``z⁻ = x⁺w⁻ + x⁻w⁺``."""
+    """The αβ rule ``R_i = Σ_j (α z⁺_ij / (Σ_i z⁺_ij + b⁺_j) − β z⁻_ij / (Σ_i z⁻_ij + b⁻_j)) R_j``, α − β = 1,
+    ``z_ij = x_i w_ij``; for signed inputs ``z⁺ = x⁺w⁺ + x⁻w⁻``, ``z⁻ = x⁺w⁻ + x⁻w⁺`` (b = 0 unless ``bias``)."""
     if alpha - beta != 1 or beta < 0:
         raise UsageError(f"LRP needs alpha - beta = 1 and beta >= 0; got alpha={alpha}, beta={beta}")
 
@@ -106,7 +106,8 @@ def alpha_beta(alpha: float = 1.0, beta: float = 0.0, bias: bool = False) -> Rul
 
 
 def z_box(low: Tensor, high: Tensor) -> Rule:
-    """The z^β rule for inputs bounded by ``low ≤ x ≤ high`` (broadcast to the input's shape)."""
+    """The z^β rule ``R_i = Σ_j (z_ij − l_i w⁺_ij − h_i w⁻_ij) / Σ_i' (z_i'j − l_i' w⁺_i'j − h_i' w⁻_i'j) · R_j`` for
+    inputs bounded by ``low ≤ x ≤ high`` (broadcast to the input's shape)."""
 
     def rule(module: nn.Module, x: Tensor, r: Tensor) -> Tensor:
         w = module.weight
@@ -277,7 +278,22 @@ def relevance(model: nn.Module, x: Tensor, target: Target, *, alpha: float = 1.0
 def lrp(model: nn.Module, x: Tensor, target: Target, *, alpha: float = 1.0, beta: float = 0.0, bias: bool = False,
         first: str = "zbox", low: Any = None, high: Any = None, avgpool: str = "proportional",
         init: str = "onehot", reduce: str = "sum") -> Tensor:
-    """Deep Taylor / LRP map: input relevance (:func:`relevance`) reduced over channels (sum: signed)."""
+    """Deep Taylor / LRP map (B, *S): input relevance (:func:`relevance`) reduced over channels.
+
+    Keyword parameters (the defaults are the published ones; docs/methods/lrp.md §1):
+
+    - ``alpha`` = 1.0, ``beta`` = 0.0: the αβ rule's weights, α − β = 1 (torchexplain's defaults; Hiley et al. do
+      not state them).
+    - ``bias`` = ``False``: ignore the biases, as torchexplain; ``True`` adds b⁺ / b⁻ to the denominators (§4.3).
+    - ``first`` = ``"zbox"``: the z^β rule on the first layer (§4.3); ``"alpha_beta"`` uses the αβ rule there too.
+    - ``low`` / ``high`` = ``None``: the z^β input bounds, floats or one per channel; ``None`` = the model's
+      ``xcore_input_bounds``, else the ImageNet-normalised pixel range for 3 channels, else the batch's min / max
+      (:func:`input_bounds`). Used by ``first="zbox"`` only.
+    - ``avgpool`` = ``"proportional"``: torchexplain's average-pool rule; ``"uniform"``: the paper's ``R_j / N``.
+    - ``init`` = ``"onehot"``: start from 1 at the class (torchexplain); ``"score"``: from ``y^c``.
+    - ``reduce`` = ``"sum"``: channel reduction (:func:`xcore.core.maps.reduce_channels`); the sum keeps the sign
+      and the total relevance.
+    """
     r = relevance(model, x, target, alpha=alpha, beta=beta, bias=bias, first=first, low=low, high=high,
                   avgpool=avgpool, init=init)
     return reduce_channels(r, reduce)
