@@ -20,7 +20,8 @@ from xcore.core.layers import get_layer
 def rnn_without_cudnn(model: nn.Module) -> Iterator[None]:
     """Within the block, every ``nn.RNNBase`` submodule of ``model`` runs its CUDA forward with cuDNN disabled; the
     flag is restored after each call and on exit, hooks removed. cuDNN's RNN backward refuses eval mode ("cudnn RNN
-    backward can only be called in training mode", methods.md §7.2); the autograd node of an RNN is chosen at its
+    backward can only be called in training mode", pytorch/captum issues #564 and #1159, where the maintainers
+    suggest disabling cuDNN rather than switching to ``train()``); the autograd node of an RNN is chosen at its
     forward, and the non-cuDNN one is built from ordinary ops whose backward never calls cuDNN (convs keep it)."""
     prev = torch.backends.cudnn.enabled
     saved: list[bool] = []

@@ -15,7 +15,9 @@ from xcore.errors import UsageError
 
 
 def reduce_channels(g: Tensor, how: str = "max_abs") -> Tensor:
-    """Reduce (B, C, *S) to (B, *S): ``max_c |g|`` (Simonyan; methods.md §0), or sum / mean / abs_sum / l2."""
+    """Reduce (B, C, *S) to (B, *S): ``max_c |g|`` (Simonyan, Vedaldi, Zisserman, *Deep Inside Convolutional
+    Networks*, ICLR workshop 2014, §3.1; Hartley's PhD thesis, Cardiff 2021, §3.3 uses it for SWAG), or sum / mean /
+    abs_sum / l2."""
     if how == "max_abs":
         return g.abs().amax(dim=1)
     if how == "sum":

@@ -1,4 +1,5 @@
-"""Pieces shared by the CAM modules (methods.md §2): position dims, a clean cached forward, and the scoring of
+"""Pieces shared by the CAM modules (the CAM family of Hartley's PhD thesis, Cardiff 2021, §2.2.2.3, eqs 2.2–2.6):
+position dims, a clean cached forward, and the scoring of
 every (channel k, sample b) perturbation in chunks for the gradient-free CAMs (Score-CAM, Ablation-CAM).
 
 Activations are (B, K, *S') with S' = H'×W' (images) or T'×H'×W' (video); every sum / mean "over the map"
@@ -20,15 +21,17 @@ PairForward = Callable[[Tensor, Tensor], Tensor]
 
 
 def positions(act: Tensor) -> tuple[int, ...]:
-    """The non-channel dims of a (B, K, *S') activation (``Σ_ij`` / ``Σ_ab`` of methods.md §2 run over these)."""
+    """The non-channel dims of a (B, K, *S') activation (the ``Σ_ij`` / ``Σ_ab`` of thesis eqs 2.2–2.5 run over
+    these)."""
     if act.ndim < 3:
         raise UsageError(f"CAM layer output has no spatial dims (shape {tuple(act.shape)}); pick a conv layer")
     return tuple(range(2, act.ndim))
 
 
 def pooled_dims(act: Tensor, pooling: str = "global") -> tuple[int, ...]:
-    """The dims a CAM's channel weights pool over (methods.md §7.1): ``"global"`` every position (T'×H'×W' for
-    clips), ``"time"`` H'×W' only, one weight per channel and time slice (mmaction2 ``gradcam_utils.py``)."""
+    """The dims a CAM's channel weights pool over: ``"global"`` every position (T'×H'×W' for clips, as Captum's
+    ``LayerGradCam`` and jacobgil/pytorch-grad-cam), ``"time"`` H'×W' only, one weight per channel and time slice
+    (open-mmlab/mmaction2 ``mmaction/utils/gradcam_utils.py``)."""
     if pooling == "global":
         return positions(act)
     if pooling == "time":

@@ -1,4 +1,5 @@
-"""Ablation-CAM (Desai & Ramaswamy; thesis eq 2.6; methods.md §2).
+"""Ablation-CAM (Desai & Ramaswamy, WACV 2020; Hartley, *An Investigation into Explanations for Convolutional Neural
+Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — eq 2.6).
 
 ``α_k = (y^c − y^c_k) / y^c`` where ``y^c_k`` is the target score with channel k of the cached activation set to 0
 and the network re-run from the layer; ``CAM = ReLU(Σ_k α_k A^k)`` at the layer's resolution (B, *S').
@@ -58,7 +59,16 @@ def ablation_weights(y: Tensor, ablated: Tensor) -> Tensor:
 @register("ablationcam")
 def ablationcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, batch_size: int = 32,
                 relu: bool = True) -> Tensor:
-    """Ablation-CAM map at the layer's resolution (B, *S')."""
+    """Ablation-CAM map at the layer's resolution (B, *S').
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the CAM layer, as :func:`xcore.explain.gradcam.gradcam` (default: the final conv
+      block).
+    - ``batch_size`` = 32: ablated forwards per pass (the thesis batches Ablation-CAM at 32, §5.4.5); throughput
+      only.
+    - ``relu`` = ``True``: the outer ReLU of the CAM.
+    """
     layer = layer or default_layer(model)
     act, out, y = clean_forward(model, x, target, layer)
 

@@ -1,4 +1,6 @@
-"""Distance baselines (metrics.md §11; thesis §3.6.3): ``centre`` and ``random``.
+"""Distance baselines ``centre`` and ``random`` (Hartley, *An Investigation into Explanations for Convolutional Neural
+Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — the "Centre" and "Random" rows of Tables 3.7, 3.10, 4.2,
+4.3, 5.2 and 5.3).
 
 ``S = 1 − d / max(d)`` with ``d`` the Euclidean distance of every spatial location (pixel, voxel, joint×frame)
 to a point: the centre of the input for ``centre``; a uniformly drawn location for ``random`` (the "Random"
@@ -49,7 +51,16 @@ def centre(model: nn.Module, x: Tensor, target: Target) -> Tensor:
 @register("random")
 def random(model: nn.Module, x: Tensor, target: Target, *, seed: int = 0,
            seeds: Sequence[int] | None = None) -> Tensor:
-    """Distance to a uniformly drawn location (one per sample)."""
+    """Distance to a uniformly drawn location (one per sample), (B, *S).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``seed`` = 0: seed of the one CPU generator the samples draw from in batch order when ``seeds`` is not
+      given; the pipeline derives ``seeds`` from it per sample (``stable_seed`` of
+      :mod:`xcore.pipeline.explain_worker`).
+    - ``seeds`` = ``None``: one seed per sample of the batch, so a sample's map does not depend on its batch or
+      shard.
+    """
     shape = x.shape[2:]
     gens = generators(x.shape[0], seed, seeds)
     pts = torch.stack([torch.stack([torch.randint(n, (), generator=gen) for n in shape]) for gen in gens])

@@ -1,4 +1,6 @@
-"""Image baselines (metrics.md §11; thesis §3.6.3, §5.4.2): ``sobel``, ``noise`` and ``constant``.
+"""Image baselines ``sobel``, ``noise`` and ``constant`` (Hartley, *An Investigation into Explanations for
+Convolutional Neural Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §3.6.3 Table 3.4, §4.4.1 Table 4.1,
+§5.4.2 Table 5.1).
 
 - ``sobel``: edge magnitude ``sqrt(G_h² + G_w²)`` of the greyscale frame, with the unnormalised 3×3 Sobel kernels
   (``[1, 2, 1]ᵀ[−1, 0, 1]``) and edge-replicated borders; greyscale = ITU-R 601 luma
@@ -51,7 +53,10 @@ def sobel(model: nn.Module, x: Tensor, target: Target) -> Tensor:
 @register("noise")
 def noise(model: nn.Module, x: Tensor, target: Target, *, seed: int = 0,
           seeds: Sequence[int] | None = None) -> Tensor:
-    """i.i.d. ``U[0, 1)`` map per sample."""
+    """i.i.d. ``U[0, 1)`` map per sample, (B, *S) ("Random Noise", thesis Tables 3.4 and 4.1).
+
+    Keyword parameters: ``seed`` = 0 and ``seeds`` = ``None``, as :func:`xcore.explain.baselines_distance.random`.
+    """
     shape = tuple(x.shape[2:])
     maps = torch.stack([torch.rand(shape, generator=g) for g in generators(x.shape[0], seed, seeds)])
     return maps.to(device=x.device, dtype=torch.float32)
@@ -60,7 +65,11 @@ def noise(model: nn.Module, x: Tensor, target: Target, *, seed: int = 0,
 @register("constant")
 def constant(model: nn.Module, x: Tensor, target: Target, *, seed: int = 0,
              seeds: Sequence[int] | None = None) -> Tensor:
-    """0.9 everywhere, one random location 1 and another 0."""
+    """0.9 everywhere, one random location 1 and another 0, (B, *S): the thesis's "Constant" baseline (§5.4.2, Table
+    5.1), which shows that Average Drop / Increase in Confidence reward flat maps.
+
+    Keyword parameters: ``seed`` = 0 and ``seeds`` = ``None``, as :func:`xcore.explain.baselines_distance.random`.
+    """
     shape = tuple(x.shape[2:])
     size = 1
     for n in shape:

@@ -1,4 +1,5 @@
-"""Discriminative spatial / temporal relevance (000_9c7ddb16221a0551.txt §3.2, §4.4, §5; methods.md §9).
+"""Discriminative spatial / temporal relevance (Hiley, Taylor, Preece, Hicks, Marshall, *Discriminating Spatial and
+Temporal Relevance in Deep Taylor Decompositions for Explainable Activity Recognition*, §3.2, §4.4, §5).
 
 For a clip ``x`` (B, C, T, H, W), the explained class ``c`` (fixed on the clean clip) and any registered base
 method ``E`` (deep Taylor / LRP by default):
@@ -6,8 +7,8 @@ method ``E`` (deep Taylor / LRP by default):
 1. ``R_full = E(x, c)`` brought to the input grid T×H×W (the base method's own resize mode);
 2. for each frame t the **freeze-frame clip** ``F_t`` = frame t repeated T times (§4.4: never zero padding, which
    would add false motion), explained for the *same* class c; ``R_spat[t] = E(F_t, c)[frame 0]``
-   (``spatial_frame="first"``, the reference script torchexplain ``ucfcrime_d-dtd.py``) or the mean over the T
-   identical frames (``"mean"``);
+   (``spatial_frame="first"``, the reference script liamhiley/torchexplain ``ucfcrime_d-dtd.py``) or the mean over
+   the T identical frames (``"mean"``);
 3. ``normalise="max_abs"`` (reference script): ``R_full`` and ``R_spat`` are each divided by their own max |·| over
    T×H×W per sample (a map that is all 0 stays 0); ``"none"`` keeps both raw;
 4. ``R_temp = R_full − R_spat`` (§3.2, "spatial relevance subtracted from the original").
@@ -64,13 +65,25 @@ def max_abs_normalise(maps: Tensor) -> Tensor:
 def discriminative(model: nn.Module, x: Tensor, target: Target, *, base: str = "lrp",
                    base_params: dict[str, Any] | None = None, normalise: str = "max_abs",
                    spatial_frame: str = "first", primary: str = "temporal", batch_size: int = 16) -> Explanation:
-    """Full, spatial and temporal relevance maps (B, T, H, W) of the clips ``x`` (methods.md §9 steps 1–3).
+    """Full, spatial and temporal relevance maps (B, T, H, W) of the clips ``x`` (steps 1–4 above).
 
-    ``base``: any registered method (``base_params`` go to it); its map is resized to T×H×W with its own resize
-    mode. The predicted class is fixed on the clean clip first, then every freeze clip is explained for that class;
-    the B·T freeze clips are stacked frame-major and explained ``batch_size`` clips at a time (at least one frame
-    of every sample per pass). Returns ``Explanation(maps={primary, then the rest of temporal / spatial / full},
-    extras={"freeze_preds": (B, T), "freeze_scores": (B, T)})``.
+    The predicted class is fixed on the clean clip first, then every freeze clip is explained for that class; the
+    B·T freeze clips are stacked frame-major. Returns ``Explanation(maps={primary, then the rest of temporal /
+    spatial / full}, extras={"freeze_preds": (B, T), "freeze_scores": (B, T)})``.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``base`` = ``"lrp"``: the relevance method E, any registered one; deep Taylor decomposition is the paper's
+      (§4.3). Its map is resized to T×H×W with its own resize mode.
+    - ``base_params`` = ``None``: parameters of ``base`` (its published defaults otherwise).
+    - ``normalise`` = ``"max_abs"``: each map divided by its own max |·| before the subtraction, as the reference
+      script does; ``"none"`` subtracts the raw maps.
+    - ``spatial_frame`` = ``"first"``: ``R_spat[t]`` is frame 0 of the freeze clip's explanation (the reference
+      script); ``"mean"``: the mean over its T identical frames.
+    - ``primary`` = ``"temporal"``: which part is the primary map, the one metrics score — the paper's contribution
+      is the temporal relevance (§3.2).
+    - ``batch_size`` = 16: freeze clips explained per pass, at least one frame of every sample (16 = one C3D clip's
+      frames); throughput only.
     """
     if base == "discriminative":
         raise UsageError("discriminative cannot use itself as base; pick a relevance method such as lrp")

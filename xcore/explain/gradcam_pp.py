@@ -1,4 +1,5 @@
-"""Grad-CAM++ (Chattopadhyay et al.; thesis eq 2.4 / 6.2; methods.md §2, §7.1 for video).
+"""Grad-CAM++ (Chattopadhyay, Sarkar, Howlader, Balasubramanian, WACV 2018; Hartley's PhD thesis, Cardiff 2021, eq
+2.4 / 6.2 — "thesis").
 
 ``variant="paper"`` (default; eq 19 of the paper via the exp-output trick, as jacobgil/pytorch-grad-cam):
 ``a^k_ij = g² / (2g² + (Σ_ab A^k_ab)·g³ + ε)`` (0 where g = 0), ``α_k = Σ_ij a^k_ij · ReLU(g^k_ij)``,
@@ -51,7 +52,19 @@ def gradcam_pp_weights(act: Tensor, grad: Tensor, variant: str = "paper", eps: f
 @ignores(by_value("variant", {"official": ("eps",)}))
 def gradcam_pp(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, variant: str = "paper",
                eps: float = 1e-6, relu: bool = True, softmax: bool = False, pooling: str = "global") -> Tensor:
-    """Grad-CAM++ map at the layer's resolution (B, *S'): ``ReLU(Σ_k α_k A^k)`` with eq 2.4 weights
-    (``pooling="time"``: per time slice of a clip's activation)."""
+    """Grad-CAM++ map at the layer's resolution (B, *S'): ``ReLU(Σ_k α_k A^k)`` with eq 2.4 weights.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the CAM layer, as :func:`xcore.explain.gradcam.gradcam` (default: the final conv
+      block).
+    - ``variant`` = ``"paper"``: the weights of the paper's eq 19 (as jacobgil/pytorch-grad-cam
+      ``grad_cam_plusplus.py``); ``"official"``: adityac94/Grad_CAM_plus_plus ``misc/utils.py`` (see above).
+    - ``eps`` = 1e-6: the ε in the ``"paper"`` denominator (jacobgil/pytorch-grad-cam's value);
+      ``"official"`` has none, so there it must stay at its default.
+    - ``relu`` = ``True``: the outer ReLU of the CAM; ``softmax`` = ``False``: ``y^c`` is the logit.
+    - ``pooling`` = ``"global"``: sums over every position; ``"time"``: over H'×W' per time slice of a clip
+      (:func:`xcore.explain._cam.pooled_dims`).
+    """
     act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
     return weighted_sum(gradcam_pp_weights(act, grad, variant, eps, pooling), act, relu)

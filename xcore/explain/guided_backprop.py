@@ -1,4 +1,5 @@
-"""Guided backpropagation (Springenberg et al.; methods.md §1).
+"""Guided backpropagation (Springenberg, Dosovitskiy, Brox, Riedmiller, *Striving for Simplicity: The All
+Convolutional Net*, ICLR workshop 2015; Hartley's PhD thesis, Cardiff 2021, §2.2.2.2 and §3.6.3).
 
 At every ReLU the backward pass becomes ``δ_in = 1[a_in > 0] · max(δ_out, 0)``: only positive gradients
 flow, and only through positive forward activations. Unlike Captum, which overrides ``nn.ReLU`` modules only,
@@ -47,7 +48,15 @@ class guided_relus(TorchFunctionMode):  # noqa: N801  (used as a context manager
 @register("guided_backprop")
 def guided_backprop(model: nn.Module, x: Tensor, target: Target, *, reduce: str = "max_abs",
                     softmax: bool = False) -> Tensor:
-    """Guided-backprop map ``reduce_c(∂s/∂x)`` with every ReLU guided."""
+    """Guided-backprop map ``reduce_c(∂s/∂x)`` with every ReLU guided, (B, *S).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``reduce`` = ``"max_abs"``: channel reduction (:func:`xcore.core.maps.reduce_channels`); ``max_c |GB|`` is
+      the pixel score of SWAG (thesis §3.3).
+    - ``softmax`` = ``False``: start from the logit ``y^c``; ``True`` starts from ``softmax(y)_c``, as SWAG does
+      (thesis §3.6.3).
+    """
     with guided_relus():
         g = input_gradient(model, x, target, softmax=softmax)
     return reduce_channels(g, reduce)

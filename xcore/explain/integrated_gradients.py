@@ -1,9 +1,11 @@
-"""Integrated gradients, XRAI form (methods.md §1; PAIR-code/saliency ``saliency/core/integrated_gradients.py``).
+"""Integrated gradients, XRAI form (Sundararajan, Taly, Yan, *Axiomatic Attribution for Deep Networks*, ICML 2017;
+PAIR-code/saliency ``saliency/core/integrated_gradients.py``).
 
 ``IG = (x − x') ⊙ (1/m) Σ_{α ∈ linspace(0, 1, m)} ∇s(x' + α(x − x'))``: both endpoints included with equal
 weight 1/m (Captum's ``riemann_trapezoid`` halves the endpoint weights instead). ``s`` is the target logit
-(``softmax=True``: ``softmax(y)_c``). Project defaults (unverified): m = 100, black baseline ``x' = 0`` in
-normalised space (= dataset mean colour, methods.md §0). The m interpolated copies are batched across steps
+(``softmax=True``: ``softmax(y)_c``). Project defaults (no source fixes them): m = 100 (PAIR's XRAI examples),
+black baseline ``x' = 0`` in normalised space, i.e. the dataset mean colour — the meaning "set to 0" has throughout
+Hartley's PhD thesis (Cardiff 2021, §2.4.2.2, §3.5.1). The m interpolated copies are batched across steps
 and samples; channels are reduced with ``max_c |·|`` like the other gradient maps.
 """
 
@@ -58,7 +60,20 @@ def ig_channels(model: nn.Module, x: Tensor, target: Target, baseline: Baseline,
 def integrated_gradients(model: nn.Module, x: Tensor, target: Target, *, steps: int = 100,
                          baseline: Baseline = "black", reduce: str = "max_abs", softmax: bool = False,
                          batch_size: int = 32) -> Tensor:
-    """``reduce_c(IG)`` with ``steps`` = m ≥ 2 points; ``batch_size`` = model inputs per forward/backward pass."""
+    """``reduce_c(IG)``, (B, *S).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``steps`` = 100: the m ≥ 2 points of ``linspace(0, 1, m)``, both endpoints included (PAIR-code/saliency's
+      form; 100 as its XRAI examples; a project choice).
+    - ``baseline`` = ``"black"``: the reference ``x'`` (:func:`baseline_input`): ``"black"`` = 0 in normalised
+      space (the dataset mean colour), ``"white"`` = each sample's max, a number, or a tensor.
+    - ``reduce`` = ``"max_abs"``: channel reduction (:func:`xcore.core.maps.reduce_channels`), as the other
+      gradient maps (Simonyan et al. §3.1).
+    - ``softmax`` = ``False``: integrate the gradient of the logit ``y^c``; ``True`` of ``softmax(y)_c``.
+    - ``batch_size`` = 32: model inputs per forward / backward pass (a throughput knob; the thesis batches at 32,
+      §5.4.5); the result does not depend on it.
+    """
     resolve(model, x.detach(), target, softmax=softmax)
     return reduce_channels(ig_channels(model, x, target, baseline, steps=steps, batch_size=batch_size,
                                        softmax=softmax), reduce)

@@ -1,4 +1,5 @@
-"""Jitter-CAM (Hartley, thesis §5.3, eqs 5.1–5.3; methods.md §3): a finer CAM from CAMs of shifted patches.
+"""Jitter-CAM (Hartley, *An Investigation into Explanations for Convolutional Neural Networks*, PhD thesis, Cardiff
+University, 2021 — "thesis" — §5.3, eqs 5.1–5.3): a finer CAM from CAMs of shifted patches.
 
 The CAM of a p×p image is m×m, one cell per ``k = p/m`` pixels. The image is enlarged bilinearly to
 ``p' = p + d·k`` so that its CAM would be (m+d)×(m+d); the (d+1)² patches ``P_ij = I[k·i : k·i + p, k·j : k·j + p]``
@@ -119,13 +120,26 @@ def jitter_cam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None
     """Jitter-CAM map = J / C (eqs 5.1–5.3) of the CAM method ``base``: (B, *T', m_h+d_h, m_w+d_w), or
     (B, m_t+d_t, m_h+d_h, m_w+d_w) with ``temporal=True``.
 
-    ``layer`` and ``base_params`` go to ``base`` (any registered CAM method, called at native resolution).
-    ``d`` = CAM enlargement per spatial axis (default: m, doubling the native map). ``temporal`` (clips only)
-    jitters time too: the clip is enlarged trilinearly over (T, H, W), patches of the clip's size are also taken at
-    offsets along t, and ``d_t`` (default m_t, the same doubling rule) sets the temporal enlargement; ``d_t = 0``
-    gives the spatial-only result. The predicted class is fixed on the clean input first; every patch is explained
-    for its sample's class (callable targets are passed through). Patches are stacked patch-major (row ``q·B + b``
-    = patch q of sample b) and explained ``batch_size`` rows at a time, at least one patch of every sample per pass.
+    The predicted class is fixed on the clean input first; every patch is explained for its sample's class
+    (callable targets are passed through). Patches are stacked patch-major (row ``q·B + b`` = patch q of sample b).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the CAM layer, passed to ``base`` (it wins over ``base_params["layer"]``); ``None`` =
+      the base method's default layer.
+    - ``base`` = ``"gradcam"``: any registered CAM method (one with a ``layer``), called at native resolution; the
+      thesis's E(·) is Grad-CAM (§5.3).
+    - ``d`` = ``None``: the CAM enlargement per spatial axis, an int or (d_h, d_w); ``None`` = m per axis, doubling
+      the native map — the thesis's choice (§5.3: 14×14 for ResNet-50's 7×7, chosen by deletion + (1 − insertion),
+      Figs 5.4–5.5; each axis on its own for non-square maps, §5.4.4.1).
+    - ``temporal`` = ``False``: clips are jittered in space only, as the thesis defines it; ``True`` (clips only, a
+      project extension) jitters time too: the clip is enlarged trilinearly over (T, H, W) and patches are also
+      taken at offsets along t.
+    - ``d_t`` = ``None``: the temporal enlargement with ``temporal=True``; ``None`` = m_t (the same doubling rule),
+      ``0`` gives the spatial-only result. Without ``temporal`` it does nothing and must stay ``None``.
+    - ``batch_size`` = 32: patches per pass, at least one patch of every sample (the thesis batches at 32, §5.4.5);
+      throughput only.
+    - ``base_params`` = ``None``: further parameters of ``base`` (its published defaults otherwise).
     """
     method = METHODS.get(base)
     if not method.uses_layer or base == "jitter_cam":

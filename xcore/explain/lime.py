@@ -1,4 +1,6 @@
-"""LIME for images (methods.md §4.3; marcotcr/lime ``lime_image.py`` / ``lime_base.py``, Ribeiro et al. 2016).
+"""LIME for images (Ribeiro, Singh, Guestrin, *"Why Should I Trust You?"*, KDD 2016; marcotcr/lime
+``lime/lime_image.py`` / ``lime/lime_base.py``; Hartley, *An Investigation into Explanations for Convolutional Neural
+Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §2.2.2.4 and §3.7.3).
 
 Per image: segment it, draw ``n_samples`` binary rows over the K segments (row 0 all ones, the rest Bernoulli(0.5)),
 evaluate the model on each perturbed image (segments with a 0 hidden), weight each row by
@@ -17,7 +19,7 @@ model-space image:
   sees all K columns, as here (``'none'``); column order changes the coefficients only by float rounding.
 - Hiding: ``hide="mean"`` (default) = lime's ``hide_color=None``, each segment replaced by its own mean colour
   (computed in the model's input space; the mean commutes with the affine normalisation). The thesis text says
-  "set to 0", but it ran lime's defaults (methods.md §4.3, flagged): ``hide=0.0`` gives that (0 in normalised
+  "set to 0" (§2.2.2.4), but it ran lime's code with its defaults: ``hide=0.0`` gives that (0 in normalised
   space = the dataset mean colour); any float is a constant in the model's input space (= lime ``hide_color``).
 
 Segmenters: ``"quickshift"`` (lime's ``SegmentationAlgorithm`` defaults ``kernel_size=4, max_dist=200, ratio=0.2``)
@@ -112,12 +114,27 @@ def lime(model: nn.Module, x: Tensor, target: Target, *, segmenter: str = "quick
          kernel_size: float = 4, max_dist: float = 200, ratio: float = 0.2, n_segments: int = 50,
          compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0, mean: Sequence[float] = IMAGENET_MEAN,
          std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """LIME map (B, H, W): each pixel holds its segment's surrogate coefficient for the target (methods.md §4.3).
+    """LIME map (B, H, W): each pixel holds its segment's surrogate coefficient for the target ``softmax(y)_c`` (or a
+    target function). A parameter of the segmenter not chosen must stay at its default (:data:`IGNORED_BY_SEGMENTER`).
 
-    ``segmenter``: ``"quickshift"`` (``kernel_size`` / ``max_dist`` / ``ratio``) or SWAG's SLIC ``"image"`` /
-    ``"gradient"`` / ``"both"`` (``n_segments``, ``compactness``, ``w_c``, ``w_g``). ``hide``: ``"mean"`` or a value
-    in the model's input space. ``mean`` / ``std`` undo the input normalisation for segmentation only. Perturbed
-    copies go through the model ``batch_size`` at a time; the target is ``softmax(y)_c`` (or a target function).
+    Keyword parameters (the defaults are the published ones — lime 0.2.0.1's unless noted):
+
+    - ``segmenter`` = ``"quickshift"``: lime's segmentation; ``"image"`` / ``"gradient"`` / ``"both"`` are SWAG's
+      SLIC superpixels, LIME_I / LIME_G / LIME_{I+G} of the thesis (§3.7.3).
+    - ``n_samples`` = 1000: perturbed samples (lime's ``num_samples`` default, the count the thesis quotes, §3.2).
+    - ``kernel_width`` = 0.25: width of lime's exponential kernel on the cosine distance (``LimeImageExplainer``).
+    - ``hide`` = ``"mean"``: what hidden segments show: each segment's mean colour (lime's ``hide_color=None``) or a
+      constant in the model's input space (``0.0`` = the thesis's "set to 0").
+    - ``seed`` = 0: the ``RandomState`` seed, fresh per image (lime's ``random_state``).
+    - ``batch_size`` = 32: perturbed images per forward pass; throughput only.
+    - ``kernel_size`` = 4, ``max_dist`` = 200, ``ratio`` = 0.2: quickshift's parameters, lime's
+      ``SegmentationAlgorithm`` defaults (quickshift only).
+    - ``n_segments`` = 50: SLIC's superpixel count, about lime's region count (thesis §3.7.3; SLIC only).
+    - ``compactness`` = 10.0: SLIC's weight for ``"image"`` / ``"gradient"`` (scikit-image's default, thesis
+      §3.6.1).
+    - ``w_c`` = 20.0, ``w_g`` = 9.0: the eq 3.5 weights for ``"both"`` (SWAG-V's final values, thesis §4.4.4).
+    - ``mean`` / ``std`` = ImageNet's: the input normalisation, undone for the segmenters that look at the image
+      (quickshift, ``"image"``, ``"both"``).
     """
     if x.ndim != 4:
         raise UsageError(f"LIME takes 2-D images (B, C, H, W); got shape {tuple(x.shape)}")

@@ -1,4 +1,5 @@
-"""Per-frame Grad-CAM for CNN-LSTM video models (001_bccc7524706a9455.txt §2.2, §3; methods.md §7.2).
+"""Per-frame Grad-CAM for CNN-LSTM video models (Gupta, Ahmed, *ADL 2020 Project-III report* — Grad-CAM for video
+models and regression — §2.2 and §3).
 
 The per-frame 2-D CNN runs on all frames at once with the frames folded into the batch, so the CAM layer's
 activation is ``A`` (B·T, K, h, w), row ``b·T + t`` = frame t of clip b (:class:`xcore.models.video_nets.CNNLSTM`).
@@ -9,12 +10,12 @@ With ``A^{(t)}`` that frame's slice and ``y^c`` the explained score (through the
   trilinearly to T×H×W (T is kept, each frame upsampled).
 
 Frame relevance (extra ``frame_relevance``, (B, T)): the model's softmax attention weights ``a_t``
-(``model.last_attention`` of this forward) when it has attention (methods.md §7.2); otherwise — an xcore choice,
-not from the seed — each frame's Grad-CAM mass ``Σ_ij map_t`` divided by the clip's total (sums to 1; all 0 when
-the whole map is 0).
+(``model.last_attention`` of this forward) when it has attention (Gupta & Ahmed §2.2, §3: attention shortlists
+the relevant frames); otherwise — an xcore choice, not from the report — each frame's Grad-CAM mass ``Σ_ij map_t``
+divided by the clip's total (sums to 1; all 0 when the whole map is 0).
 
-cuDNN: cuDNN's RNN backward refuses eval mode (Captum #564, #1159); :func:`xcore.core.context.model_state`, which
-every method runs under, turns cuDNN off around each RNN forward on CUDA
+cuDNN: cuDNN's RNN backward refuses eval mode (pytorch/captum #564, #1159); :func:`xcore.core.context.model_state`,
+which every method runs under, turns cuDNN off around each RNN forward on CUDA
 (:func:`~xcore.core.context.rnn_without_cudnn`), so the backward through the LSTM works without switching the
 model to ``train()``. Not exercised on a GPU here.
 """
@@ -51,7 +52,13 @@ def lstm_gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | No
                  softmax: bool = False) -> Explanation:
     """Per-frame Grad-CAM maps (B, T, h, w) of a CNN-LSTM on clips ``x`` (B, C, T, H, W) plus the frame relevance.
 
-    ``layer`` (default ``model.xcore_cam_layer``, ``cnn.layer4`` for CNNLSTM) must output (B·T, K, h, w).
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: a layer of the per-frame CNN that outputs (B·T, K, h, w); ``None`` = the model's
+      ``xcore_cam_layer`` (``cnn.layer4`` for CNNLSTM, the last conv block of the ResNet-18 Gupta & Ahmed use,
+      §2.2), else its last conv.
+    - ``relu`` = ``True``: the ReLU of each frame's map (Grad-CAM's, Selvaraju et al. eq 2).
+    - ``softmax`` = ``False``: ``y^c`` is the logit; ``True``: ``softmax(y)_c``.
     """
     if x.ndim != 5:
         raise UsageError(f"lstm_gradcam needs clips (B, C, T, H, W); got shape {tuple(x.shape)}")

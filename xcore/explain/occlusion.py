@@ -1,12 +1,15 @@
-"""Occlusion (methods.md §4.1; thesis §2.2.2.4; windows laid out as Captum's ``Occlusion``).
+"""Occlusion (Zeiler & Fergus, *Visualizing and Understanding Convolutional Networks*, ECCV 2014; Hartley, *An
+Investigation into Explanations for Convolutional Neural Networks*, PhD thesis, Cardiff University, 2021 — "thesis" —
+§2.2.2.4; windows laid out as Captum's ``Occlusion``).
 
 A window (all channels at once) slides over the input and is set to ``value`` (0 = dataset mean in normalised
 space); each window's importance is the drop ``s(x) − s(x_occ)`` of the target score, and a pixel's map value is
 the mean drop over the windows covering it. ``s = softmax(y)_c`` by default (the thesis records ``p_c``,
-§4.1); ``softmax=False`` gives the logit drop (Captum's default output). Windows start at ``k·stride`` for
+§2.2.2.4); ``softmax=False`` gives the logit drop (Captum's default output). Windows start at ``k·stride`` for
 ``k = 0 .. ceil((n − w)/stride)`` along each axis of length ``n`` and are cut at the far edge, so every pixel is
-covered. Defaults window 32, stride 8 (methods.md §4.1, unverified; for 224² inputs); an int applies to every
-spatial axis and is clipped to the axis length (e.g. the 16 frames of a clip).
+covered. Defaults window 32, stride 8 (project choices for 224² inputs: no xcore source runs occlusion, the thesis
+only describes it); an int applies to every spatial axis and is clipped to the axis length (e.g. the 16 frames of a
+clip).
 """
 
 from __future__ import annotations
@@ -44,7 +47,19 @@ def window_slices(shape: Sequence[int], window: int | Sequence[int], stride: int
 def occlusion(model: nn.Module, x: Tensor, target: Target, *, window: int | Sequence[int] = 32,
               stride: int | Sequence[int] = 8, value: float = 0.0, softmax: bool = True,
               batch_size: int = 32) -> Tensor:
-    """Mean drop of the target score over the occluding windows covering each location, (B, *S)."""
+    """Mean drop of the target score over the occluding windows covering each location, (B, *S).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``window`` = 32: the occluding window's side per spatial axis (an int or one per axis; clipped to the axis),
+      a project choice for 224² images.
+    - ``stride`` = 8: the step between window starts (an int or one per axis), a project choice.
+    - ``value`` = 0.0: what the window shows, in the model's input space: 0 = the dataset mean colour, the thesis's
+      "set to 0" (§2.4.2.2, §3.5.1).
+    - ``softmax`` = ``True``: the drop of ``softmax(y)_c`` (the thesis records ``p_c``, §2.2.2.4); ``False``: of the
+      logit.
+    - ``batch_size`` = 32: occluded copies per pass; throughput only.
+    """
     x = x.detach()
     shape = x.shape[2:]
     slices = window_slices(shape, window, stride)

@@ -1,10 +1,13 @@
-"""RISE (methods.md §4.2; thesis §2.2.2.4; eclique/RISE ``explanations.py``, Petsiuk et al. 2018).
+"""RISE (Petsiuk, Das, Saenko, *RISE: Randomized Input Sampling for Explanation of Black-box Models*, BMVC 2018;
+eclique/RISE ``explanations.py``; Hartley, *An Investigation into Explanations for Convolutional Neural Networks*, PhD
+thesis, Cardiff University, 2021 — "thesis" — §2.2.2.4).
 
 ``S_c = (1/(N·p)) Σ_i s_c(x ⊙ M_i) · M_i`` with ``s_c = softmax(f(·))_c`` (``softmax=False``: the logit). Masks as
 in ``generate_masks``: a binary s×s grid with ``P(cell = 1) = p``, upsampled linearly to ``(s + 1)·ceil(n/s)``
 per axis (skimage ``resize(order=1, mode='reflect', anti_aliasing=False)``: pixel-centre sampling, mirror
 boundary), randomly shifted by ``{0 .. ceil(n/s) − 1}`` per axis and cropped to the input, so ``M_i ∈ [0, 1]``;
-for a T×H×W clip the grid is s×s×s. Defaults N = 4000, s = 8 (thesis, VGG16), p = 0.5 (unverified). Grids and
+for a T×H×W clip the grid is s×s×s. Defaults N = 4000, s = 8 (the thesis's VGG16 setting, §2.2.2.4, §3.2), p = 0.5 (a
+project choice; the RISE notebooks use 0.1–0.5). Grids and
 shifts come from ``torch.Generator().manual_seed(seed)`` and are shared by every sample; ``masks`` (N, *S)
 replaces them. The ``/(N·p)`` factor is kept (``RISEBatch.forward`` omits it).
 """
@@ -57,7 +60,20 @@ def rise_masks(grids: Tensor, shifts: Tensor, shape: Sequence[int]) -> Tensor:
 @ignores(when_given("masks", ("n_masks", "cells", "seed")))
 def rise(model: nn.Module, x: Tensor, target: Target, *, n_masks: int = 4000, cells: int = 8, p: float = 0.5,
          seed: int = 0, masks: Tensor | None = None, softmax: bool = True, batch_size: int = 32) -> Tensor:
-    """RISE saliency (B, *S): score-weighted mean of the masks, normalised by ``N·p``."""
+    """RISE saliency (B, *S): score-weighted mean of the masks, normalised by ``N·p``.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``n_masks`` = 4000: N, the number of masks (the thesis: 4,000 for VGG16, 8,000 for ResNet-50, §2.2.2.4).
+    - ``cells`` = 8: s, the grid's cells per axis (the thesis's "8×8 boolean grids", §3.2).
+    - ``p`` = 0.5: the probability that a cell is kept (a project choice); also the ``N·p`` normaliser.
+    - ``seed`` = 0: seed of the CPU generator the grids and shifts come from.
+    - ``masks`` = ``None``: explicit masks (N, *S) instead of generated ones; then ``n_masks``, ``cells`` and
+      ``seed`` do nothing and must stay at their defaults (``p`` still normalises).
+    - ``softmax`` = ``True``: weight the masks by ``softmax(y)_c`` (RISE's black-box probabilities); ``False``:
+      by the logit.
+    - ``batch_size`` = 32: masked copies per pass; throughput only.
+    """
     x = x.detach()
     shape = tuple(x.shape[2:])
     if masks is None:

@@ -1,13 +1,15 @@
-"""Saliency Tubes (Stergiou et al.; alexandrosstergiou/Saliency-Tubes ``heat_tubes_mfnet_pytorch.py``; methods.md §7.1).
+"""Saliency Tubes (Stergiou, Kapidis, Kalliatakis, Chrysoulas, Veltkamp, Poppe, *Saliency Tubes: Visual Explanations
+for Spatio-Temporal Convolutions*, ICIP 2019; alexandrosstergiou/Saliency-Tubes ``heat_tubes_mfnet_pytorch.py``).
 
 Class activation mapping in 3-D: ``M^c(t, x, y) = Σ_k w^c_k A^k(t, x, y)``, with ``A`` the activation of ``layer``
 (B, K, T', H', W') and ``w^c`` row ``c`` of the final linear layer's weight. **No ReLU** (the map is signed) and no
 bias. It needs a head of global average pooling + one linear layer on ``layer`` (so ``fc.in_features = K``); C3D's
-three-FC head does not qualify (thesis §4.5.2.1). On such a head Grad-CAM's weights are ``α_k = w^c_k / Z``
-(``Z = T'·H'·W'``), so Grad-CAM = ReLU(Saliency Tube) / Z (why both score identically, thesis Table 4.2).
+three-FC head does not qualify (Hartley's PhD thesis, Cardiff 2021 — "thesis" — §4.5.2.1). On such a head
+Grad-CAM's weights are ``α_k = w^c_k / Z`` (``Z = T'·H'·W'``), so Grad-CAM = ReLU(Saliency Tube) / Z (why both score
+identically, thesis Table 4.2).
 
 The map is returned raw at the layer's native T'×H'×W'; :func:`xcore.explain.run` upsamples it trilinearly
-(``align_corners=False``, methods.md §0). The reference code instead zooms with an order-3 spline
+(``align_corners=False``, as every map in xcore). The reference code instead zooms with an order-3 spline
 (``scipy.ndimage.zoom``) and min–max normalises the result for display: both are visualisation steps, not part of
 the method here. On 2-D activations (B, K, H', W') it is plain CAM (Zhou et al.).
 """
@@ -45,10 +47,17 @@ def final_linear(model: nn.Module, fc: str | None = None) -> nn.Linear:
 @register("saliency_tubes")
 def saliency_tubes(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None,
                    fc: str | None = None) -> Tensor:
-    """Saliency Tube ``Σ_k w^c_k A^k`` (B, *S') at the layer's resolution, signed, no ReLU (methods.md §7.1).
+    """Saliency Tube ``Σ_k w^c_k A^k`` (B, *S') at the layer's resolution, signed, no ReLU (the reference code's
+    map before its display zoom and min–max).
 
-    ``layer``: the activation feeding GAP (default: :func:`default_layer`); ``fc``: dotted name of the final linear
-    layer (default: the model's last ``nn.Linear``). Targets must be class indices (given or predicted).
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the activation feeding the global average pooling; ``None`` = the model's
+      ``xcore_cam_layer``, else its last conv (:func:`xcore.core.layers.default_layer`).
+    - ``fc`` = ``None``: dotted name of the final linear layer whose weights are ``w^c``; ``None`` = the model's
+      last ``nn.Linear`` (the reference code's ``model.classifier``-style head).
+
+    Targets must be class indices (given or predicted).
     """
     if not target.is_class:
         raise UsageError("saliency_tubes explains a class (final-layer weights); callable targets are not supported")

@@ -1,4 +1,5 @@
-"""Score-CAM (Wang et al.; thesis §2.2.2.3; methods.md §2) in three variants, never mixed.
+"""Score-CAM (Wang et al., CVPR workshops 2020; Hartley, *An Investigation into Explanations for Convolutional Neural
+Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §2.2.2.3) in three variants, never mixed.
 
 For each channel k, ``A^k`` is upsampled to the input's spatial size and min–max scaled to a mask ``M^k ∈ [0, 1]``;
 the masked input ``x ⊙ M^k`` (normalised space: 0 = mean colour) is scored for the clean input's target.
@@ -49,7 +50,19 @@ def score_masks(maps: Tensor, size: tuple[int, ...], variant: str) -> tuple[Tens
 @register("scorecam")
 def scorecam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, variant: str = "official",
              batch_size: int = 32, relu: bool = True) -> Tensor:
-    """Score-CAM map: (B, *x.shape[2:]) for the official / paper_v2 variants, (B, *S') for pytorch_grad_cam."""
+    """Score-CAM map: (B, *x.shape[2:]) for the official / paper_v2 variants, (B, *S') for pytorch_grad_cam.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the CAM layer, as :func:`xcore.explain.gradcam.gradcam` (default: the final conv
+      block).
+    - ``variant`` = ``"official"``: one of :data:`VARIANTS` (above); the default is the authors' released code,
+      which is also what the thesis describes ("softmax score for each activation map / image combination … used
+      as the weights", §2.2.2.3).
+    - ``batch_size`` = 32: masked inputs per forward pass (the thesis batches Score-CAM at 32, §5.4.5); throughput
+      only.
+    - ``relu`` = ``True``: the outer ReLU of the CAM.
+    """
     if variant not in VARIANTS:
         raise UsageError(f"unknown Score-CAM variant {variant!r}; use one of {', '.join(VARIANTS)}")
     raw = variant == "pytorch_grad_cam"  # raw target scores; otherwise softmax over classes

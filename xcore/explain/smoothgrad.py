@@ -1,7 +1,9 @@
-"""SmoothGrad (methods.md §1; thesis §2.2.2.1; Smilkov et al. 2017).
+"""SmoothGrad (Smilkov, Thorat, Kim, Viégas, Wattenberg, *SmoothGrad: removing noise by adding noise*, 2017;
+Hartley's PhD thesis, Cardiff 2021, §2.2.2.1).
 
 ``SG = reduce_c((1/n) Σ_i ∂s/∂x (x + ε_i))``, ``ε_i = σ z_i``, ``z_i ~ N(0, I)``, ``σ = sigma · (max x − min x)``
-per sample (project defaults, unverified: sigma = 0.15, n = 25). ``s`` is the target logit (``softmax=True``:
+per sample (project defaults: sigma = 0.15 and n = 25, inside the 10–20 % noise level Smilkov et al. recommend;
+no xcore source fixes them). ``s`` is the target logit (``softmax=True``:
 ``softmax(y)_c``). The draws ``z_i`` (n, C, *S) come from ``torch.Generator().manual_seed(seed)`` on the CPU and
 are shared by every sample of the batch (so a sample's map does not depend on its batch); ``noise`` supplies
 them explicitly, either (n, C, *S) or per sample (n, B, C, *S). The noisy copies are batched.
@@ -25,7 +27,20 @@ from xcore.explain.base import register
 def smoothgrad(model: nn.Module, x: Tensor, target: Target, *, samples: int = 25, sigma: float = 0.15,
                seed: int = 0, noise: Tensor | None = None, reduce: str = "max_abs", softmax: bool = False,
                batch_size: int = 32) -> Tensor:
-    """Mean gradient over ``samples`` noisy copies, reduced over channels; ``noise`` = standard-normal draws."""
+    """Mean gradient over the noisy copies, reduced over channels, (B, *S).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``samples`` = 25: the number n of noisy copies (Smilkov et al. see diminishing returns beyond n ≈ 50; 25
+      is a project choice).
+    - ``sigma`` = 0.15: the noise level σ / (max x − min x) per sample (Smilkov et al. find 10–20 % best).
+    - ``seed`` = 0: seed of the CPU generator the draws come from (ignored, and refused, when ``noise`` is given).
+    - ``noise`` = ``None``: explicit standard-normal draws (n, C, *S) or (n, B, C, *S) instead of seeded ones;
+      then ``samples`` and ``seed`` must stay at their defaults.
+    - ``reduce`` = ``"max_abs"``: channel reduction (:func:`xcore.core.maps.reduce_channels`).
+    - ``softmax`` = ``False``: the gradient of the logit ``y^c``; ``True``: of ``softmax(y)_c``.
+    - ``batch_size`` = 32: model inputs per pass (throughput only).
+    """
     x = x.detach()
     if noise is None:
         gen = torch.Generator().manual_seed(int(seed))

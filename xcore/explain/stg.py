@@ -1,5 +1,6 @@
-"""STG-Grad-CAM, STG-CAM and the gradient heatmap for skeleton models (methods.md §10; 004_c5d3eda31f8a82a9.txt
-§2.2, eqs 3–5).
+"""STG-Grad-CAM, STG-CAM and the gradient heatmap for skeleton models (Das, Ortega, *Gradient-weighted Class
+Activation Mapping for Spatio Temporal Graph Convolutional Network*, §2.2, eqs 3–5 and the STG-CAM equation before
+eq 3).
 
 Input ``x`` is (B, C, T, V, M): coordinates × frames × joints × person slots. ST-GCN folds the M persons into
 the batch, so a block's output is (B·M, K, T', V); it is unfolded to (B, M, K, T', V) here.
@@ -72,7 +73,14 @@ def head_weights(model: nn.Module, head: str | None) -> Tensor:
 
 @register("stg_gradcam", resize_mode="nearest")
 def stg_gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None) -> Tensor:
-    """STG-Grad-CAM (eqs 4–5): (B, T', V) at the layer's resolution."""
+    """STG-Grad-CAM (eqs 4–5): (B, T', V) at the layer's resolution.
+
+    Keyword parameter (the default is the published one):
+
+    - ``layer`` = ``None``: an ST-GCN block with a (B·M, K, T', V) output; ``None`` = the model's
+      ``xcore_cam_layer``, else its last conv (:func:`xcore.core.layers.default_layer`) — the last
+      spatio-temporal graph convolution before the classifier, which Das & Ortega explain (§2.2; any layer l works).
+    """
     act, grad = activation_and_gradient(model, x, target, layer or default_layer(model))
     act, grad = per_person(act, x), per_person(grad, x)
     alpha = grad.mean(dim=(1, 3, 4))  # (B, K): over person slots, time and nodes
@@ -83,7 +91,15 @@ def stg_gradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | Non
 @register("stg_cam", resize_mode="nearest")
 def stg_cam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None,
             head: str | None = None) -> Tensor:
-    """STG-CAM: ``ReLU(Σ_k w^c_k F_k)`` with the head's class weights, (B, T', V)."""
+    """STG-CAM: ``ReLU(Σ_k w^c_k F_k)`` with the head's class weights, (B, T', V).
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the last ST-GCN block, feeding the global average pooling (Das & Ortega's ``F^L``);
+      ``None`` = the model's ``xcore_cam_layer``, else its last conv.
+    - ``head`` = ``None``: dotted name of the linear or 1×1-conv classifier whose weights are ``w^c``; ``None`` = the
+      model's last such module (ST-GCN's ``fcn``).
+    """
     w = head_weights(model, head)
     with capture(model, layer or default_layer(model)) as store, torch.no_grad():
         out = model(x)

@@ -1,7 +1,9 @@
-"""SLIC superpixels for SWAG (and LIME): on the image, on a pixel-score map, or on both (thesis §3.4, eqs 3.4–3.6).
+"""SLIC superpixels for SWAG (and LIME): on the image, on a pixel-score map, or on both (Hartley, *An Investigation
+into Explanations for Convolutional Neural Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §3.4, eqs
+3.4–3.6).
 
 SLIC clusters pixels in (feature, position) space with ``D' = sqrt(Σ_f (d_f/w_f)² + (d_s/w_s)²)``, ``w_s = sqrt(N/K)``
-(the seed-grid step, search window ``2·w_s``; §3.4.1). The three feature choices (methods.md §5):
+(the seed-grid step, search window ``2·w_s``; §3.4.1). The three feature choices (§3.4.1, §3.4.1.1):
 
 - ``"image"`` (SWAG_I, eq 3.4): CIELAB colour, ``d_c/w_c``; scikit-image's ``slic`` with ``compactness = w_c``.
 - ``"gradient"`` (SWAG_G, eq 3.6): ``g`` = M min–max scaled to [0, 100] (the L range; §3.4.1.1), ``d_g/w_g``.
@@ -13,10 +15,10 @@ are prepared so that the distance is exactly eq 3.4 / 3.5 / 3.6. scikit-image mi
 through ``compactness``, so each weight keeps its thesis meaning (a *divisor*: larger = less influence, ``inf`` =
 the term dropped).
 
-Every helper serves 2-D images and 3-D volumes alike (SWAG-V's supervoxels, thesis §4.3, methods.md §6): arrays are
+Every helper serves 2-D images and 3-D volumes alike (SWAG-V's supervoxels, thesis §4.3): arrays are
 (*S, F) with S = (H, W) or (T, H, W); scikit-image's ``slic`` clusters (T, H, W, F) volumes with ``channel_axis=-1``
 (seeds on its ``regular_grid`` over T×H×W, ``w_s`` = the largest seed spacing, unit voxel spacing in t, y and x).
-``g`` is min–max scaled over the whole clip (methods.md §6).
+``g`` is min–max scaled over the whole clip (one gradient channel per supervoxel volume, §4.3).
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ def slic_image_gradient(rgb: np.ndarray, scores: np.ndarray, n_segments: int = 3
 def segment(superpixels: str, rgb: np.ndarray | None, scores: np.ndarray | None, *, n_segments: int = 300,
             compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0) -> np.ndarray:
     """(*S) int labels 0..K-1 for one image (H, W) or clip (T, H, W) by variant ``"image"`` | ``"gradient"`` |
-    ``"both"`` (methods.md §5, §6)."""
+    ``"both"`` (eqs 3.4, 3.6, 3.5; in 3-D for SWAG-V, §4.3)."""
     if superpixels == "image":
         return slic_image(rgb, n_segments, compactness)  # type: ignore[arg-type]
     if superpixels == "gradient":

@@ -1,4 +1,5 @@
-"""SWAG — Superpixels Weighted by Average Gradients (thesis §3.3–3.6; methods.md §5).
+"""SWAG — Superpixels Weighted by Average Gradients (Hartley, *An Investigation into Explanations for Convolutional
+Neural Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §3.3–3.6).
 
 1. Pixel scores ``M_ij = max_c |GB_ijc|`` from guided backprop (§3.3, §3.6.3), one batched backward pass; by
    default backpropagated from the target's softmax score (§3.6.3–3.6.4), ``softmax=False`` for the logit.
@@ -121,14 +122,24 @@ def swag(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "bot
          pooling: str = "mean", compactness: float = 10.0, w_c: float = 20.0, w_g: float = 9.0,
          softmax: bool = True, mean: Sequence[float] = IMAGENET_MEAN,
          std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """SWAG map (B, H, W): guided-backprop scores pooled over SLIC superpixels (§3.3, eq 3.1; methods.md §5).
+    """SWAG map (B, H, W): guided-backprop scores pooled over SLIC superpixels (§3.3, eq 3.1). Non-negative
+    (M ≥ 0), so "signed" is trivially positive. A parameter the chosen variant ignores must stay at its default
+    (:data:`xcore.explain.superpixels.IGNORED_BY_VARIANT`).
 
-    ``superpixels``: ``"image"`` (SWAG_I, eq 3.4, ``w_c = compactness``), ``"gradient"`` (SWAG_G, eq 3.6,
-    ``w_g = compactness``) or ``"both"`` (SWAG_{I+G}, eq 3.5, weights ``w_c`` / ``w_g``). ``compactness = 10`` is
-    SLIC's / scikit-image's default (§3.4.1, §3.6.1); ``w_c = 20, w_g = 9`` are the SWAG-V final values (§4.4.4;
-    the image chapter gives no final values, §3.6.6 — unverified for images). ``n_segments = 300`` (§3.6.2, §3.6.7),
-    ``pooling = "mean"`` (eq 3.1; Table 3.6 options in :data:`POOLINGS`). ``mean`` / ``std``: the input
-    normalisation, undone for the image features. Non-negative (M ≥ 0), so "signed" is trivially positive.
+    Keyword parameters (the defaults are the published ones):
+
+    - ``superpixels`` = ``"both"``: ``"image"`` (SWAG_I, eq 3.4), ``"gradient"`` (SWAG_G, eq 3.6) or ``"both"``
+      (SWAG_{I+G}, eq 3.5), the variant whose weights the thesis tunes (§3.6.6); SWAG_G deletes best in Table 3.7.
+    - ``n_segments`` = 300: SLIC's superpixel count K (§3.6.2, final choice §3.6.7).
+    - ``pooling`` = ``"mean"``: the per-superpixel pooling of M, eq 3.1; the Table 3.6 alternatives are in
+      :data:`POOLINGS` (mean scored best, §3.6.5).
+    - ``compactness`` = 10.0: the single weight of ``"image"`` (``w_c``) and ``"gradient"`` (``w_g``):
+      scikit-image SLIC's default, which the thesis keeps (§3.4.1, §3.6.1).
+    - ``w_c`` = 20.0, ``w_g`` = 9.0: the colour and gradient weights of ``"both"``: SWAG-V's final values (§4.4.4);
+      the image chapter gives no final values (§3.6.6, Fig. 3.9 only).
+    - ``softmax`` = ``True``: guided backprop from the target's softmax score (§3.6.3–3.6.4); ``False``: the logit.
+    - ``mean`` / ``std`` = ImageNet's (torchvision's normalisation): undone, in [0, 1] units, for the image
+      features (not used by ``"gradient"``).
     """
     if x.ndim != 4:
         raise UsageError(f"SWAG takes 2-D images (B, C, H, W); got shape {tuple(x.shape)} (use swag_v for clips)")

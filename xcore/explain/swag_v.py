@@ -1,4 +1,5 @@
-"""SWAG-V — SWAG on video with 3-D SLIC supervoxels (thesis §4.3–4.4; methods.md §6).
+"""SWAG-V — SWAG on video with 3-D SLIC supervoxels (Hartley, *An Investigation into Explanations for Convolutional
+Neural Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §4.3–4.4).
 
 The image method (:mod:`xcore.explain.swag`, §3.3–3.6) applied to a clip (B, C, T, H, W):
 
@@ -39,9 +40,19 @@ def swag_v(model: nn.Module, x: Tensor, target: Target, *, superpixels: str = "b
            softmax: bool = True, mean: Sequence[float] | None = None,
            std: Sequence[float] | None = None) -> Tensor:
     """SWAG-V map (B, T, H, W): per-voxel guided-backprop scores mean-pooled over 3-D SLIC supervoxels (§4.3).
+    Non-negative (M ≥ 0). A parameter the chosen variant ignores must stay at its default.
 
-    Parameters as :func:`xcore.explain.swag.swag` with the SWAG-V defaults of §4.4.4 (``n_segments = 120``,
-    ``w_c = 20``, ``w_g = 9``). Non-negative (M ≥ 0).
+    Keyword parameters (the defaults are the published ones; as :func:`xcore.explain.swag.swag` otherwise):
+
+    - ``superpixels`` = ``"both"``: SWAG-V_I (``"image"``), SWAG-V_G (``"gradient"``) or SWAG-V_{I+G}
+      (``"both"``, the variant §4.4 tunes).
+    - ``n_segments`` = 120: the supervoxel count K (§4.4.3–4.4.4: the minimum of deletion + (1 − insertion)).
+    - ``pooling`` = ``"mean"``: eq 3.1 per supervoxel.
+    - ``compactness`` = 10.0: the weight of the single-feature variants (SLIC's default; not tuned for video).
+    - ``w_c`` = 20.0, ``w_g`` = 9.0: the eq 3.5 weights of ``"both"``, the final values of §4.4.2 and §4.4.4.
+    - ``softmax`` = ``True``: guided backprop from the softmax score, as SWAG (§3.6.3); ``False``: the logit.
+    - ``mean`` / ``std`` = ``None``: the clip normalisation in [0, 1] units; ``None`` (both) = the model's preset
+      (see above). Not used by ``"gradient"``.
     """
     if x.ndim != 5:
         raise UsageError(f"SWAG-V takes clips (B, C, T, H, W); got shape {tuple(x.shape)} (use swag for images)")

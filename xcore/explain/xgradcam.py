@@ -1,4 +1,5 @@
-"""XGrad-CAM (Fu et al.; thesis eq 2.5 / 6.3; methods.md §2).
+"""XGrad-CAM (Fu, Hu, Dong, Wang, Li, Liu, *Axiom-based Grad-CAM*, BMVC 2020; Hartley's PhD thesis, Cardiff 2021, eq
+2.5 / 6.3 — "thesis").
 
 ``α_k = Σ_ij (A^k_ij / (Σ_ab A^k_ab + ε)) · g^k_ij`` with ``g = ∂y^c/∂A`` (the thesis typesets ∂², a typo: it is the
 first derivative), ``CAM = ReLU(Σ_k α_k A^k)``. ``ε = 1e-7`` as jacobgil/pytorch-grad-cam (Fu0511/XGrad-CAM uses
@@ -25,6 +26,16 @@ def xgradcam_weights(act: Tensor, grad: Tensor, eps: float = 1e-7, pooling: str 
 @register("xgradcam")
 def xgradcam(model: nn.Module, x: Tensor, target: Target, *, layer: str | None = None, eps: float = 1e-7,
              relu: bool = True, softmax: bool = False, pooling: str = "global") -> Tensor:
-    """XGrad-CAM map at the layer's resolution (B, *S')."""
+    """XGrad-CAM map at the layer's resolution (B, *S').
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``layer`` = ``None``: the CAM layer, as :func:`xcore.explain.gradcam.gradcam` (default: the final conv
+      block).
+    - ``eps`` = 1e-7: added to ``Σ_ab A^k_ab`` (jacobgil/pytorch-grad-cam ``xgrad_cam.py``; Fu0511/XGrad-CAM uses
+      1e-6).
+    - ``relu`` = ``True``: the outer ReLU; ``softmax`` = ``False``: ``y^c`` is the logit.
+    - ``pooling`` = ``"global"``: sums over every position; ``"time"``: over H'×W' per time slice of a clip.
+    """
     act, grad = activation_and_gradient(model, x, target, layer or default_layer(model), softmax)
     return weighted_sum(xgradcam_weights(act, grad, eps, pooling), act, relu)

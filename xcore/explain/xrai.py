@@ -1,4 +1,6 @@
-"""XRAI, full algorithm (methods.md §4.4; PAIR-code/saliency ``saliency/core/xrai.py``, ``XRAI.GetMask``).
+"""XRAI, full algorithm (Kapishnikov, Bolukbasi, Viégas, Terry, *XRAI: Better Attributions Through Regions*, ICCV
+2019; PAIR-code/saliency ``saliency/core/xrai.py``, ``XRAI.GetMask``; Hartley, *An Investigation into Explanations for
+Convolutional Neural Networks*, PhD thesis, Cardiff University, 2021, §2.2.2.2, eq 2.1).
 
 1. Attribution: the mean of two integrated-gradients maps (XRAI form, ``steps`` points, both endpoints) with the
    baselines ``min(u)·1`` and ``max(u)·1``, where ``u`` is the image in pixel space (``x·std + mean``, un-clipped)
@@ -139,7 +141,21 @@ def xrai_attribution(model: nn.Module, x: Tensor, target: Target, *, steps: int 
 def xrai(model: nn.Module, x: Tensor, target: Target, *, steps: int = 100, batch_size: int = 32,
          softmax: bool = False, area_threshold: float = 1.0, min_pixel_diff: int = 50,
          mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
-    """XRAI saliency (B, H, W) for 2-D images; segmentation and the greedy run per sample on the CPU."""
+    """XRAI saliency (B, H, W) for 2-D images; segmentation and the greedy run per sample on the CPU.
+
+    Keyword parameters (the defaults are the published ones — PAIR-code/saliency's ``XRAIParameters``):
+
+    - ``steps`` = 100: integrated-gradients points per baseline (``XRAIParameters.steps``).
+    - ``batch_size`` = 32: model inputs per IG pass; throughput only.
+    - ``softmax`` = ``False``: integrate the gradient of the logit ``y^c`` (PAIR's examples explain the logit);
+      ``True``: of ``softmax(y)_c``.
+    - ``area_threshold`` = 1.0: stop the greedy once this fraction of the image is covered (1.0 = the full
+      algorithm, ``XRAIParameters.area_threshold``).
+    - ``min_pixel_diff`` = 50: masks adding fewer new pixels are dropped
+      (``XRAIParameters.experimental_params["min_pixel_diff"]``).
+    - ``mean`` / ``std`` = ImageNet's: the input normalisation, undone for the pixel-space baselines and the
+      segmentation.
+    """
     if x.ndim != 4:
         raise UsageError(f"xrai needs 2-D images (B, C, H, W); got shape {tuple(x.shape)}")
     if steps < 2:
