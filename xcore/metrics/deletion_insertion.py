@@ -1,4 +1,5 @@
-"""Deletion / insertion (Petsiuk et al., RISE; thesis §3.5.1, §4.5.2.1, §5.4.3; metrics.md §1).
+"""Deletion / insertion (Petsiuk, Das, Saenko, *RISE*, BMVC 2018; Hartley, *An Investigation into Explanations
+for Convolutional Neural Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §3.5.1, §4.5.2.1, §5.4.3).
 
 1. ``c`` = the explained class (default: predicted on the clean input); order the P spatial locations
    (pixels, voxels, joint×frame cells) by the map, most important first — stable descending sort, ties
@@ -12,7 +13,7 @@
    ``(Σ s_i − s_0/2 − s_n/2) / n`` (eclique/RISE ``evaluation.py``).
 
 The perturbed copies of all samples and steps are built on the model's device and go through the model in
-forward batches whose size adapts to the device (:mod:`xcore.metrics.batching`), never one step at a time.
+forward batches whose size adapts to the device (:mod:`xcore.core.batching`), never one step at a time.
 """
 
 from __future__ import annotations
@@ -82,11 +83,22 @@ def deletion_insertion(model: nn.Module, x: Tensor, maps: Tensor, targets: Targe
     ``x`` (B, C, *S), ``maps`` (B, *S) or a native-resolution map (resized like ``explain.run``). A map over
     fewer dims, e.g. (B, T, V) for a skeleton x (B, C, T, V, M), ranks those cells; each step removes a cell's
     values in every trailing slot (all persons) at once.
-    ``substrate`` is the removal value and insertion start; ``insertion_substrate`` overrides the latter
-    (``substrate="zero", insertion_substrate="blur"`` is the RISE reference variant). ``fold_batchnorm``
-    evaluates a cached copy with BatchNorm folded into the convs (same function, fewer passes).
     Returns per-sample ``deletion_auc``, ``insertion_auc`` (B,), ``deletion_curve``, ``insertion_curve``
     (B, steps+1), ``target`` (B,) and the shared ``fractions`` (steps+1,), all on the CPU.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``steps`` = 28: the n steps (n + 1 points per curve), as the RISE authors' released code and the thesis
+      (§3.5.1; 1,792 pixels a step at 224², 7,168 voxels at 16×112², §4.5.2.1).
+    - ``substrate`` = ``"zero"``: what deleted locations become and insertion starts from: 0 in normalised space,
+      the mean colour (the thesis's "blank", §3.5.1, §4.5.2.1); ``"blur"``: RISE's blurred image
+      (:func:`rise_blur`).
+    - ``insertion_substrate`` = ``None``: insertion's start when it differs from ``substrate``;
+      ``substrate="zero", insertion_substrate="blur"`` is eclique/RISE ``evaluation.py``'s variant.
+    - ``batch_size`` = ``None``: perturbed inputs per forward; ``None`` adapts to the device
+      (:func:`xcore.core.batching.forward_batch_size`). Throughput only.
+    - ``fold_batchnorm`` = ``True``: evaluate a cached copy with BatchNorm folded into the convs (same function up
+      to float rounding, fewer passes; checked on the first sample, else the model itself). Throughput only.
     """
     if steps < 1:
         raise ValueError("steps must be >= 1")

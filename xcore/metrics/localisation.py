@@ -1,4 +1,5 @@
-"""Weak localisation from thresholded maps (metrics.md §3; thesis §3.5.3, §4.5.3, §5.4.4).
+"""Weak localisation from thresholded maps (Hartley, *An Investigation into Explanations for Convolutional Neural
+Networks*, PhD thesis, Cardiff University, 2021 — "thesis" — §3.5.3, §4.5.3, §5.4.4).
 
 For every α of three threshold families (ruthcfong/perturb_explanations ``heatmaps.py::getbb_from_heatmap``), a
 pixel of the map ``h`` *survives* when it passes the family's test — pixels below the threshold are set to 0 with
@@ -17,12 +18,12 @@ Energy     ``h⁺`` sorted descending (stable: ties to the lower index);   0, 0.
 "Positive" is the reference's box rule (``heatmap.sum(0) > 0`` after zeroing): zero pixels never enter a box,
 and negative pixels of a signed map neither. The map is used as given (signed and raw, no normalisation): the
 thresholds are relative to its own min / max / mean, and Energy uses its non-negative part ``h⁺``. So an all-zero
-map, and Energy at α = 0 (``ind`` = 0), leave nothing, which gives the whole-frame box (metrics.md §13).
+map, and Energy at α = 0 (``ind`` = 0), leave nothing, which gives the whole-frame box (the reference's fallback).
 
 The predicted box is the tight box around *all* surviving pixels of a frame (no connected components); its IoU
 with a ground-truth box uses the inclusive pixel convention ``(x2 − x1 + 1)(y2 − y1 + 1)`` (``helpers.py::
 compute_overlap``; disjoint boxes score 0 here, not the reference's −1). Images: the max IoU over the sample's GT
-boxes. Video: per frame the max IoU over the frame's GT boxes, then the **mean over the clip's frames** (§3.2);
+boxes. Video: per frame the max IoU over the frame's GT boxes, then the **mean over the clip's frames** (§4.5.3);
 the thresholds come from the whole clip volume (``volume=True``, default) or from each frame alone.
 
 Maps are thresholded at the resolution of ``x`` ("network resolution"; a map of another size is first resized
@@ -128,14 +129,25 @@ def weak_localisation(model: nn.Module, x: Tensor, maps: Tensor, targets: Target
                       boxes: Sequence[Sequence[object]], volume: bool = True,
                       val_alphas: Sequence[float] | None = None, mean_alphas: Sequence[float] | None = None,
                       energy_alphas: Sequence[float] | None = None) -> dict[str, Tensor]:
-    """Per-sample IoU at every α of the Val / Mean / Energy grids (metrics.md §3.1-3.2).
+    """Per-sample IoU at every α of the Val / Mean / Energy grids (images: thesis §3.5.3, §5.4.4; video: §4.5.3).
 
-    ``x`` (B, C, T, H, W) with ``maps`` (B, T, H, W) and ``boxes`` = per sample, per frame a list of
-    [x1, y1, x2, y2] (video), or ``x`` (B, C, H, W) with ``maps`` (B, H, W) and ``boxes`` = per sample a list of
-    boxes (image). ``volume`` thresholds a clip as one volume (else each frame alone). ``model`` and ``targets``
-    are not used (the map is already the explained class's). A video frame without a GT box is left out of the
-    mean; a sample without any GT box gets NaN. Returns ``loc_val_iou``, ``loc_mean_iou``, ``loc_energy_iou``
+    ``x`` (B, C, T, H, W) with ``maps`` (B, T, H, W), or ``x`` (B, C, H, W) with ``maps`` (B, H, W). ``model`` and
+    ``targets`` are not used (the map is already the explained class's). A video frame without a GT box is left out
+    of the mean; a sample without any GT box gets NaN. Returns ``loc_val_iou``, ``loc_mean_iou``, ``loc_energy_iou``
     (B, A_family) float64 and the grids ``loc_<family>_alphas`` (A_family,), on the CPU.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``boxes``: the ground truth, per-sample data rather than a parameter: per sample, per frame a list of
+      inclusive [x1, y1, x2, y2] (video), or per sample a list of boxes (image).
+    - ``volume`` = ``True``: threshold a clip as one volume; ``False``: each frame alone (the thesis does not say,
+      §4.5.3). An image has one frame, so there it must stay ``True``.
+    - ``val_alphas`` = ``None``: the Val family's α grid; ``None`` = 0, 0.05, …, 0.95 (:data:`VAL_ALPHAS`).
+    - ``mean_alphas`` = ``None``: the Mean family's grid; ``None`` = 0, 0.5, …, 10 (:data:`MEAN_ALPHAS`).
+    - ``energy_alphas`` = ``None``: the Energy family's grid; ``None`` = 0, 0.05, …, 0.95 (:data:`ENERGY_ALPHAS`).
+
+    The default grids are the reference's sweeps (ruthcfong/perturb_explanations ``heatmaps.py``), over which the
+    thesis reports the best score (§5.4.4).
     """
     video = x.ndim == 5
     if x.ndim not in (4, 5):
@@ -177,7 +189,7 @@ def localisation_error(ious: Tensor | np.ndarray | Sequence[float] | Sequence[Se
                        threshold: float = 0.5, video: bool = True) -> Tensor:
     """Error % ``100 · mean(not correct)`` over samples (dim 0; NaN rows skipped), per α column if 2-D.
 
-    Correct: mean IoU ``> threshold`` for video clips (§3.2), IoU ``≥ threshold`` for images (§3.1).
+    Correct: mean IoU ``> threshold`` for video clips (thesis §4.5.3), IoU ``≥ threshold`` for images (§3.5.3).
     """
     t = torch.as_tensor(np.asarray(ious, dtype=np.float64))
     seen = ~torch.isnan(t)

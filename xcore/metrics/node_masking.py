@@ -1,4 +1,5 @@
-"""Node-masking faithfulness for skeleton explanations (metrics.md §7; 004_c5d3eda31f8a82a9.txt §3.2, eq 7).
+"""Node-masking faithfulness for skeleton explanations (Das, Ortega, *Gradient-weighted Class Activation Mapping for
+Spatio Temporal Graph Convolutional Network*, §3.2, eq 7 and Tables 1–3).
 
 For each sample the (joint, frame) cells (``unit="cell"``, default) or the joints (``unit="joint"``, ranked by
 the map averaged over valid frames) are ranked by its heatmap; the top (**important**) or bottom
@@ -64,6 +65,14 @@ def node_masking(model: nn.Module, x: Tensor, maps: Tensor, targets: Targets = N
     ``x`` (B, C, T, V, M), ``maps`` (B, T, V) (a native (B, T', V) map is repeated over frames; a (B, T, V, M)
     map is reduced by the max over person slots). Returns
     ``important_preds`` and ``unimportant_preds`` (B, F) and ``clean_pred`` (B,), on the CPU.
+
+    Keyword parameters (the defaults are the published ones):
+
+    - ``fractions`` = (0.1, 0.5, 0.9): the masked fractions m of the valid nodes, Das & Ortega's 10 / 50 / 90 %
+      (Table 1).
+    - ``unit`` = ``"cell"``: a node is a (joint, frame) cell of the map repeated to the input frames; ``"joint"``:
+      a joint over all its valid frames, ranked by its mean score (the paper does not say which; §3.2).
+    - ``batch_size`` = ``None``: masked inputs per forward; ``None`` adapts to the device. Throughput only.
     """
     if x.ndim != 5:
         raise ValueError(f"node masking needs a skeleton batch (B, C, T, V, M); got shape {tuple(x.shape)}")
