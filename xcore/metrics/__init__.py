@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 from typing import Any
 
+from xcore.core.params import check_ignored
 from xcore.metrics.base import METRICS, Metric, register
 
 __all__ = ["METRICS", "Metric", "available", "register", "validate"]
@@ -25,8 +26,12 @@ def available() -> list[str]:
 
 
 def validate(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Full parameters of metric ``name``; ``UsageError`` for an unknown metric or parameter."""
-    return METRICS.get(name).params(dict(params or {}))
+    """Full parameters of metric ``name``; ``UsageError`` for an unknown metric or parameter, or for one the
+    chosen variant ignores (:func:`xcore.core.params.ignores`)."""
+    metric = METRICS.get(name)
+    full = metric.params(dict(params or {}))
+    check_ignored(metric.fn, full)
+    return full
 
 
 def run(name: str, model: Any, x: Any, maps: Any, targets: Any = None, **kwargs: Any) -> dict[str, Any]:
