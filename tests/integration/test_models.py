@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -150,6 +151,37 @@ def test_train_one_short_epoch(tmp_path: Path) -> None:
     assert meta["class_names"][0].startswith("disc")
     model, saved = load_checkpoint(tmp_path / "m.pt")
     assert saved["val_accuracy"] == meta["val_accuracy"] and isinstance(model, SmallCNN)
+
+
+def _trained_state(root: Path, out: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    train_model(root, out, epochs=1, batch_size=8, seed=seed, arch_kwargs={"width": 4, "blocks": 2})
+    return torch.load(out, weights_only=True)
+
+
+def test_training_is_bit_reproducible_whatever_the_callers_threads_and_rng(tmp_path: Path) -> None:
+    """The trainer fixes its own thread count and deterministic algorithms and seeds the initialisation, so the
+    caller's ``torch.set_num_threads`` and earlier draws from the global RNG change no bit of the weights; its
+    settings and RNG states are the caller's again afterwards."""
+    root = generate_images(tmp_path / "shapes", n_train_per_class=4, n_val=6, size=48, seed=1)
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    states, restored = [], []
+    try:
+        for outer in (1, 2):
+            torch.set_num_threads(outer)
+            torch.rand(outer)  # the process drew something else from the global RNG before each training
+            rng, np_rng = torch.get_rng_state(), np.random.get_state()[1].copy()
+            states.append(_trained_state(root, tmp_path / f"m{outer}.pt"))
+            restored.append((torch.get_num_threads() == outer, torch.are_deterministic_algorithms_enabled() == det,
+                             torch.equal(torch.get_rng_state(), rng), np.array_equal(np.random.get_state()[1], np_rng)))
+    finally:
+        torch.set_num_threads(threads)
+    first, second = states
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        assert torch.equal(value, second[key]), key
+    assert restored == [(True, True, True, True)] * 2  # threads, algorithms, torch RNG, NumPy RNG
+    other = _trained_state(root, tmp_path / "seed1.pt", seed=1)  # the seed does decide the weights
+    assert not torch.equal(other["classifier.weight"], first["classifier.weight"])
 
 
 def test_torchvision_weight_files_load_without_a_sidecar(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ rotations (the shape classes are invariant to both) plus a small random shift. E
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -27,16 +29,44 @@ from xcore.models.zoo import build_model
 Progress = Callable[[dict[str, Any]], None]
 
 
+# Intra-op threads of every training unless the caller passes ``num_threads``. Seeded, in deterministic-algorithms
+# mode and on a fixed thread count, a training sums its floats in one fixed order: a seed gives the same weights
+# bit for bit whatever the calling process's thread count and whatever else runs on the machine. Before, the
+# trainers used the caller's threads (the weights depend on the count), initialised the model from the unseeded
+# global RNG (so an earlier draw in the process changed it), and on two threads beside another job the same
+# process gave another loss curve. One thread is the safest fixed count. Its cost, per epoch of the demo SmallCNN
+# on 2 cores: 9.0 s against 4.7 s on two threads when idle, 13.4 s against 12.2 s beside a 2-thread job, and
+# about 10 s against 49 s while other test suites kept the load at 4-6 (two threads then mostly wait).
+TRAIN_THREADS = 1
+
+
 @contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Use ``n`` intra-op threads inside the block (``None``: unchanged); the previous count is restored."""
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def reproducible(seed: int, num_threads: int | None = None) -> Iterator[None]:
+    """Run the block as a reproducible training: fixed intra-op threads, deterministic algorithms, seeded RNGs.
+
+    Inside the block torch uses ``num_threads`` intra-op threads (``None``: :data:`TRAIN_THREADS`) and
+    deterministic algorithms only, and the global torch, NumPy and Python RNGs are seeded with ``seed``, so
+    model initialisation no longer depends on what the process drew before. On exit the thread count, the
+    deterministic-algorithms setting and the three RNG states are restored.
+    """
+    if num_threads is not None and num_threads < 1:
+        raise UsageError(f"num_threads must be at least 1, not {num_threads}")
+    threads = torch.get_num_threads()
+    det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            torch.set_num_threads(num_threads or TRAIN_THREADS)
+            torch.use_deterministic_algorithms(True)
+            torch.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            torch.use_deterministic_algorithms(det, warn_only=warn_only)
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def load_samples(reader: Any, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, int]:
@@ -139,18 +169,23 @@ def _image_size(reader: ImageNetReader) -> int:
         return min(img.size)
 
 
-def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "smallcnn", epochs: int = 15,
-                batch_size: int = 32, lr: float = 4e-3, seed: int = 0, num_threads: int | None = None,
+def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "smallcnn", epochs: int = 20,
+                batch_size: int = 32, lr: float = 2e-3, seed: int = 0, num_threads: int | None = None,
                 progress: Progress | None = None, arch_kwargs: dict[str, Any] | None = None,
                 input_size: int | None = None, weight_decay: float = 5e-4, shift: int = 8) -> dict[str, Any]:
     """Train ``arch`` on ``data_root``'s train split, evaluate on its val split, save to ``out_path``.
 
     ``input_size`` defaults to the shorter side of the first train image. ``progress`` is called after each
     epoch with ``epoch``, ``epochs``, ``loss``, ``train_accuracy``, ``val_accuracy`` and ``seconds``.
-    Returns the checkpoint metadata (including ``val_accuracy``).
+    Training runs under :func:`reproducible` (``num_threads=None``: :data:`TRAIN_THREADS`), so a seed gives the
+    same weights whatever else runs on the machine. Returns the checkpoint metadata (including ``val_accuracy``).
+
+    The defaults (20 epochs, peak lr 2e-3) reach 98.3–100 % val accuracy on the default synthetic set for each
+    of seeds 0–5 (seed 0: 99.4 %, ~3 min on one thread of an idle 2-core machine); the earlier 15 epochs at
+    4e-3 ranged from 85 % to 99.4 % over seeds 0–3.
     """
     started = time.perf_counter()
-    with torch_threads(num_threads):
+    with reproducible(seed, num_threads):
         probe = ImageNetReader(data_root, "train")
         size = input_size or _image_size(probe)
         transform = ImageTransform(size)

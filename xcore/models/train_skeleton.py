@@ -14,7 +14,7 @@ from typing import Any
 
 from xcore.data.ntu import NTUReader
 from xcore.models.checkpoint import save_checkpoint
-from xcore.models.train import Progress, fit, load_samples, torch_threads
+from xcore.models.train import Progress, fit, load_samples, reproducible
 from xcore.models.zoo import build_model
 
 # Reduced width (8…32 channels) and no dropout: ≥ 95 % on the default xsub split in 20 epochs (~2 min, 2 cores).
@@ -32,7 +32,7 @@ def train_skeleton(data_root: Path | str, out_path: Path | str, *, arch: str = "
     Returns the checkpoint metadata (including ``val_accuracy``).
     """
     started = time.perf_counter()
-    with torch_threads(num_threads):
+    with reproducible(seed, num_threads):
         train = NTUReader(data_root, f"{benchmark}/train", max_frames=max_frames)
         val = NTUReader(data_root, f"{benchmark}/val", max_frames=max_frames)
         x_train, y_train, skip_train = load_samples(train)

@@ -23,7 +23,7 @@ from xcore.data.video_readers import UCF101Reader
 from xcore.data.video_transforms import video_preset
 from xcore.errors import UsageError
 from xcore.models.checkpoint import save_checkpoint
-from xcore.models.train import Progress, evaluate, fit, load_samples, torch_threads
+from xcore.models.train import Progress, evaluate, fit, load_samples, reproducible
 from xcore.models.zoo import build_model
 
 # On the default synthetic set (2 shared cores): 96.8 % / 97.6 % test accuracy (seeds 0 / 1), freeze-frame
@@ -69,7 +69,7 @@ def train_video(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
     metadata with ``val_accuracy`` (test centre clips) and ``freeze_frame_accuracy``.
     """
     started = time.perf_counter()
-    with torch_threads(num_threads):
+    with reproducible(seed, num_threads):
         try:
             transform = video_preset(preset)
         except ValueError as err:
