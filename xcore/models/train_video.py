@@ -26,8 +26,9 @@ from xcore.models.checkpoint import save_checkpoint
 from xcore.models.train import Progress, evaluate, fit, load_samples, reproducible
 from xcore.models.zoo import build_model
 
-# On the default synthetic set (2 shared cores): 96.8 % / 97.6 % test accuracy (seeds 0 / 1), freeze-frame
-# accuracy 0.17 (chance 1/6), ~2.5 min with decoding; tests/test_video_ground_truth.py checks it.
+# On the default synthetic set: 96.4 / 97.6 / 99.6 % test accuracy (seeds 0 / 1 / 2), freeze-frame accuracy
+# 0.16-0.19 (chance 1/6); training takes ~6 min on one thread of an idle 2-core machine (~3 min with
+# num_threads=2); tests/integration/test_video_ground_truth.py checks it.
 VIDEO_DEFAULTS: dict[str, Any] = {"width": 16}
 DEFAULT_PRESET = "small"
 
