@@ -2,7 +2,7 @@
 
 Every sample of the benchmark's train and val parts is decoded once into (N, 3, T, 25, M) tensors; the shared
 :func:`xcore.models.train.fit` loop trains it. Coordinates go in raw, as in the reference preprocessing
-(formats.md §2.1): the model's data BatchNorm is the only normalisation. Unreadable files are skipped and
+(docs/formats/ntu.md): the model's data BatchNorm is the only normalisation. Unreadable files are skipped and
 counted.
 """
 
