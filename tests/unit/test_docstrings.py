@@ -39,7 +39,8 @@ def test_the_walk_sees_every_registered_parameter() -> None:
 
 
 def test_no_citation_of_notes_outside_the_repository() -> None:
-    """``methods.md §…`` or a seed's hash name means nothing to a maintainer: cite the paper or the repository."""
+    """A note outside the repository (its section sign or a seed file hash) means nothing to a maintainer:
+    cite the paper or the repository."""
     pattern = re.compile(r"(methods|metrics|formats|pipeline)\.md|[0-9]{3}_[0-9a-f]{16}\.txt")
     found = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
              for package in ("explain", "metrics", "core") for path in sorted((ROOT / "xcore" / package).rglob("*.py"))
