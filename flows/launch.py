@@ -16,7 +16,7 @@ from flows.cli_options import fail
 from flows.progress import ShardProgress, print_blocks
 from tasks.options import RunOptions
 from xcore.errors import UsageError
-from xcore.pipeline.config import ExplainConfig, parse_config
+from xcore.pipeline.config import parse_config
 
 console = Console()
 
@@ -34,13 +34,10 @@ def execute(kind: str, config: dict[str, Any], options: dict[str, Any] | RunOpti
     shards = job.shards()
     console.print(f"{job.kind} run [bold]{job.run_key}[/] -> {job.run_dir} ({len(shards)} shards, "
                   f"executor {opts.executor})")
-    from flows.explain import explain_dataset, run_job  # imports Prefect; Ray starts inside the dispatch task
+    from flows.explain import run_job  # imports Prefect; Ray starts inside the dispatch task
 
     with ShardProgress(console):
-        if kind == "explain":  # the same pipeline under the deployable flow's name
-            state = explain_dataset(ExplainConfig(**config), opts, return_state=True)
-        else:
-            state = run_job(kind, job.config, opts, return_state=True)
+        state = run_job(kind, job.config, opts, return_state=True)
     if state.is_failed():
         from xcore.io.runs import read_json
 

@@ -92,7 +92,7 @@ def open_dataset(kind: str, root: Path | str, split: str = "val", **options: Any
 
 
 def modalities() -> dict[str, DatasetKind]:
-    """The kind that provides each demo modality (``image``, ``skeleton``, ``video``), in registration order."""
+    """The first kind (by name) with a demo and embedded data for each modality, by modality name."""
     out: dict[str, DatasetKind] = {}
     for name in DATASETS.names():
         kind = DATASETS.get(name)
