@@ -6,6 +6,7 @@ Everything registered here has a ``toy`` name, so it cannot collide with the pac
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ class ToyNpyReader:
 
     def load(self, index: int) -> Sample:
         x = torch.from_numpy(np.load(self.files[index])) * self.scale
-        return Sample(self.sample_id(index), x, self.label(index), {"source": self.files[index].name})
+        corner = [np.int64(index), np.float32(0.5)]  # numpy leaves, as readers of real formats produce
+        return Sample(self.sample_id(index), x, self.label(index), {"source": self.files[index].name,
+                                                                    "corner": corner})
 
 
 TOY_KIND = register(DatasetKind("toy_npy", ToyNpyReader, "image",
@@ -149,6 +152,8 @@ def test_toy_method_metric_and_dataset_kind_run_through_run_job(toy_data, toy_mo
     summary = result["summary"]
     assert (summary["samples"], summary["shards_complete"], summary["ok_rows"], summary["errors"]) == (5, 3, 5, 0)
     con = connect(summary["run_dir"])
+    metas = [json.loads(r[0]) for r in con.execute("SELECT meta FROM metrics ORDER BY sample_id").fetchall()]
+    assert [m["corner"] for m in metas] == [[i, 0.5] for i in range(5)]  # kept in the meta JSON, not a load error
     rows = con.execute("SELECT e.sample_id, e.heatmap, e.scale, e.shape, e.dtype, m.toy_peak, m.toy_row_max "
                        "FROM explanations e JOIN metrics m USING (sample_id, method) ORDER BY sample_id").fetchall()
     assert len(rows) == 5

@@ -60,6 +60,11 @@ class Outcome:
     elapsed_ms: float = 0.0
 
 
+def _plain(value: Any) -> Any:
+    """JSON for a meta value's numpy / torch leaves (e.g. int64 box corners): their Python value, else text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def stable_seed(seed: int, index: int) -> int:
     """Per-sample seed for seeded methods: independent of batching and sharding."""
     return (int(seed) * 1_000_003 + int(index)) % (2**31 - 1)
@@ -119,7 +124,8 @@ class ExplainWorker:
             it.x = sample.x
             it.ann = {k: v for k, v in sample.meta.items() if k in self.annotations}
             it.meta = json.dumps({k: v for k, v in sample.meta.items()
-                                  if isinstance(v, int | float | str | bool | list)}, sort_keys=True)
+                                  if isinstance(v, int | float | str | bool | list)}, sort_keys=True,
+                                 default=_plain)
         except Exception as err:
             self._fail(it, "load", None, err)
         return it
