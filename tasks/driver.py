@@ -1,7 +1,7 @@
 """The driver loop: plan shards, skip complete ones, feed workers, retry boundedly, record failures.
 
 Runs in the flow process (never inside a Ray task). ``dispatch`` talks to an :class:`~tasks.executors.Executor`:
-the Ray actor pool (:class:`tasks.runtime.RayExecutor`) or :class:`~tasks.executors.LocalExecutor` (in process,
+the Ray actor pool (:class:`tasks.actor_pool.RayExecutor`) or :class:`~tasks.executors.LocalExecutor` (in process,
 same interface; tests and ``--executor local``); :func:`make_executor` builds either.
 It keeps at most ``per_worker`` shards in flight per worker and handles:
 
@@ -29,13 +29,14 @@ from typing import Any
 from tasks.executors import Executor, LocalExecutor, WorkerLostError
 from xcore.core.shards import Shard
 from xcore.io.parquet import clean_stale_temps
-from xcore.io.runs import write_json_atomic
+from xcore.io.runs import read_json, write_json_atomic
 from xcore.pipeline.base import Job
 
 log = logging.getLogger("xcore.driver")
 Listener = Callable[[dict[str, Any], int, int], None]
 _LISTENERS: list[Listener] = []
 MAX_ERROR = 1000
+POLL_S = 1.0
 
 
 @contextlib.contextmanager
@@ -111,10 +112,11 @@ def dispatch(job: Job, shards: list[Shard], executor: Executor, *, max_attempts:
 
     while queue or running:
         now = time.monotonic()
+        ready = executor.ready_slots() if queue else []
         for _ in range(len(queue)):
             task = queue.popleft()
-            slot = min(range(executor.size), key=lambda s: len(inflight[s]))
-            if task.not_before > now or len(inflight[slot]) >= per_worker:
+            slot = min(ready, key=lambda s: len(inflight[s]), default=None)
+            if slot is None or task.not_before > now or len(inflight[slot]) >= per_worker:
                 queue.append(task)
                 continue
             hints = {"attempt": task.attempts + 1, "shrink": task.shrink}
@@ -123,10 +125,11 @@ def dispatch(job: Job, shards: list[Shard], executor: Executor, *, max_attempts:
                 progress_at[slot] = now
             inflight[slot].append(h)
             running[h] = (task, slot)
-        if not running:
-            time.sleep(max(0.0, min(t.not_before for t in queue) - time.monotonic()))
+        if not running:  # waiting for a backoff to pass or for a first actor to come up
+            due = min(t.not_before for t in queue) - time.monotonic()
+            time.sleep(min(max(0.0, due), POLL_S) if not ready else max(0.0, due))
             continue
-        wait_for = 1.0 if queue else None
+        wait_for = POLL_S if queue else None  # with shards queued, look for newly ready actors now and then
         if timeout is not None:
             oldest = min(progress_at[s] for s in range(executor.size) if inflight[s])
             left = max(0.0, oldest + timeout - time.monotonic())
@@ -175,12 +178,31 @@ def write_failed(job: Job, failed: list[_Task]) -> None:
 
 
 def make_executor(job: Job, kind: str = "ray", **options: Any) -> Executor:
-    """``"local"``: :class:`LocalExecutor`; ``"ray"``: start/join Ray and build the actor pool (imports Ray)."""
+    """``"local"``: :class:`LocalExecutor`; ``"ray"``: start/join Ray and build the elastic actor pool (imports
+    Ray); ``options`` are :class:`~tasks.options.RunOptions` fields (``actors``, ``cpus_per_actor``, ...)."""
     if kind == "local":
         return LocalExecutor(job, options.get("device"))
     if kind == "ray":
-        from tasks.runtime import RayExecutor, init_ray
+        from tasks.actor_pool import RayExecutor
+        from tasks.runtime import init_ray
 
         init_ray()
-        return RayExecutor(job.kind, job.config, actors=options.get("actors"))
+        return RayExecutor(job.kind, job.config, actors=options.get("actors"),
+                           cpus_per_actor=options.get("cpus_per_actor") or 1.0,
+                           gpus_per_actor=options.get("gpus_per_actor"),
+                           start_timeout=options.get("actor_start_timeout") or 900.0)
     raise ValueError(f"unknown executor {kind!r}; use 'ray' or 'local'")
+
+
+def record_executor(job: Job, info: dict[str, Any]) -> None:
+    """Write the executor record (kind, actors, their resources, nodes, input wait) into ``run.json``'s
+    ``executor`` key, and keep it in ``_manifests/executor.json`` for runs whose reduce rewrites ``run.json``."""
+    write_json_atomic(Path(job.run_dir) / "_manifests" / "executor.json", info)
+
+
+def merge_executor(job: Job) -> None:
+    """Copy ``_manifests/executor.json`` (the last dispatch's record) into ``run.json`` after the reduce."""
+    info = read_json(Path(job.run_dir) / "_manifests" / "executor.json")
+    run_json = Path(job.run_dir) / "run.json"
+    if info:
+        write_json_atomic(run_json, {**(read_json(run_json) or {}), "executor": info})

@@ -1,4 +1,4 @@
-"""How a job runs (not what it computes): executor, attempts, timeouts, actors. Shared by every job kind.
+"""How a job runs (not what it computes): executor, attempts, timeouts, the actor pool. Shared by every job kind.
 
 Like the job configs (:mod:`xcore.pipeline.config`), the CLI options and the flow signatures derive from this one
 model, and it is not part of a run's key: the same run may be resumed with other options.
@@ -19,4 +19,11 @@ class RunOptions(BaseModel):
     executor: Literal["ray", "local"] = Field("ray", description="ray (actor pool) or local (in process)")
     max_attempts: int = Field(3, ge=1, description="attempts per shard before it is recorded as failed")
     shard_timeout: float | None = Field(None, gt=0, description="seconds without progress before a worker is replaced")
-    actors: int | None = Field(None, ge=1, description="actor count (default: one per GPU, else one)")
+    actors: int | None = Field(None, ge=1, description="most actors to request (default: one per GPU for GPU "
+                               "actors, else cluster CPUs // cpus-per-actor)")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each actor reserves (and its torch threads)")
+    gpus_per_actor: float | None = Field(None, ge=0, description="GPUs each actor reserves (default: 1 when the "
+                                         "cluster reports GPUs at start, else 0; set 1 where an autoscaler adds "
+                                         "GPU nodes)")
+    actor_start_timeout: float = Field(900.0, gt=0, description="seconds to wait for a first actor (pending "
+                                       "resources, autoscaling) before the run fails")

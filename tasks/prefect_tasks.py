@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.driver import dispatch, make_executor, plan
+from tasks.driver import dispatch, make_executor, merge_executor, plan, record_executor
 from tasks.options import RunOptions
 from xcore.analysis.blocks import Block, markdown
 from xcore.core.shards import Shard
@@ -37,7 +37,7 @@ def dispatch_task(job: Job, shards: list[Shard], options: RunOptions) -> tuple[l
     if not shards:
         logger.info("nothing to compute")
         return [], []
-    pool = make_executor(job, options.executor, actors=options.actors)
+    pool = make_executor(job, options.executor, **options.model_dump(exclude={"executor"}))
 
     def report(summary: dict[str, Any], done: int, total: int) -> None:
         logger.info("shard %s done (%d/%d): %s", summary.get("shard_id"), done, total,
@@ -47,6 +47,7 @@ def dispatch_task(job: Job, shards: list[Shard], options: RunOptions) -> tuple[l
         return dispatch(job, shards, pool, max_attempts=options.max_attempts, timeout=options.shard_timeout,
                         on_result=report, logger=logger)
     finally:
+        record_executor(job, pool.describe())
         pool.close()
 
 
@@ -54,6 +55,7 @@ def dispatch_task(job: Job, shards: list[Shard], options: RunOptions) -> tuple[l
 def reduce_task(job: Job, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]:
     """``job.reduce`` and a markdown artifact of ``job.describe(summary)``."""
     summary = job.reduce(summaries, failed)
+    merge_executor(job)
     publish(job, f"{job.kind} run `{job.run_key}`", job.describe(summary), "summary")
     get_run_logger().info("%s run reduced: %s", job.kind, job.run_dir)
     return summary

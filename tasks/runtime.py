@@ -1,11 +1,12 @@
-"""The Ray side: initialise Ray once, the shard actor, and the actor-pool executor of the driver loop.
+"""The Ray side: initialise Ray once, and the shard actor the pool (:mod:`tasks.actor_pool`) is made of.
 
-- :func:`init_ray`: joins ``RAY_ADDRESS`` when set (cluster mode), else starts a local instance with explicit
-  resources, no dashboard, a small object store and usage stats off. Called once per process.
-- :class:`ShardActor`: a plain class (usable without Ray in tests); the executor wraps it with
-  ``ray.remote(max_restarts=2, max_task_retries=0)``: Ray restarts a dead actor (re-running the constructor,
-  which loads the model), the driver owns shard retries.
-- :class:`RayExecutor`: one actor per GPU (``num_gpus=1``), or CPU actors with pinned torch threads.
+- :func:`init_ray`: joins ``RAY_ADDRESS`` when set (cluster mode; an auth or connection failure is one clear
+  line, :mod:`tasks.ray_connect`), else starts a private local instance (``address="local"``: never attaches to
+  another Ray node on the host or a stale cluster file) with explicit resources, no dashboard, a small object
+  store and usage stats off. Called once per process.
+- :class:`ShardActor`: a plain class (usable without Ray in tests); the pool wraps it with ``ray.remote``. Its
+  device is what Ray assigned (``ray.get_gpu_ids()``): an assigned GPU that torch cannot use falls back to the
+  CPU with a logged warning, which ``info()`` reports for ``run.json``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import os
 from typing import Any
 
 import ray
-import ray.exceptions
 
-from tasks.executors import WorkerLostError, apply_hints
+from tasks.executors import apply_hints, process_info
 from xcore.core.shards import Shard
 from xcore.pipeline import open_job
 
@@ -32,25 +32,52 @@ def detect_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def ray_address() -> str:
+    """The cluster this process joins: ``RAY_ADDRESS``, or ``"local"`` (a private instance)."""
+    return os.environ.get("RAY_ADDRESS") or "local"
+
+
 def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, float]:
     """Start or join Ray once; return the cluster's resources (``CPU``, ``GPU``, ...).
 
-    With ``RAY_ADDRESS`` set the driver joins that cluster (``address="auto"`` semantics); otherwise a local
-    instance gets ``num_cpus`` (default: the machine's cores) and ``num_gpus`` (default: CUDA devices).
+    With ``RAY_ADDRESS`` set the driver joins that cluster; otherwise a private local instance gets ``num_cpus``
+    (default: the machine's cores) and ``num_gpus`` (default: CUDA devices).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, ignore_reinit_error=False, logging_level=logging.WARNING)
+        address = ray_address()
+        if address != "local":
+            from tasks.ray_connect import connect
+
+            connect(address)
         else:
-            ray.init(num_cpus=num_cpus or os.cpu_count() or 1,
+            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
                      num_gpus=detect_gpus() if num_gpus is None else num_gpus,
                      include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
-                     ignore_reinit_error=False, logging_level=logging.WARNING)
+                     logging_level=logging.WARNING)
     resources = ray.cluster_resources()
     log.info("ray resources: %s", {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")})
     return resources
+
+
+def assigned_device() -> tuple[str | None, str | None]:
+    """``(device, warning)`` from Ray's assignment: ``"cuda"`` for an assigned usable GPU, ``"cpu"`` with a
+    warning for an assigned GPU torch cannot use, ``"cpu"`` for an actor without GPUs; ``(None, None)`` outside
+    a Ray worker (the job's configured device applies)."""
+    import torch
+
+    if not ray.is_initialized():
+        return None, None
+    ids = ray.get_gpu_ids()
+    if not ids:
+        return "cpu", None
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        return "cuda", None
+    warning = (f"Ray assigned GPU {list(ids)} but torch cannot use it (CUDA available: "
+               f"{torch.cuda.is_available()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+               "running on CPU")
+    log.warning(warning)
+    return "cpu", warning
 
 
 class ShardActor:
@@ -58,11 +85,27 @@ class ShardActor:
 
     def __init__(self, kind: str, config: dict[str, Any], device: str | None = None,
                  threads: int | None = None) -> None:
-        if threads:
-            import torch
+        import torch
 
+        if threads:
             torch.set_num_threads(int(threads))
+        self.warning: str | None = None
+        if device is None:
+            device, self.warning = assigned_device()
         self.worker = open_job(kind, config).worker(device)
+        self.device = str(getattr(self.worker, "device", device))
+
+    def info(self) -> dict[str, Any]:
+        """Where this actor runs: node id and IP, pid, device, assigned GPU ids, torch threads, any warning."""
+        import torch
+
+        info = process_info(self.device, torch.get_num_threads())
+        if ray.is_initialized():
+            ctx = ray.get_runtime_context()
+            info.update(node_id=ctx.get_node_id(), node_ip=ray.util.get_node_ip_address(),
+                        gpu_ids=[str(i) for i in ray.get_gpu_ids()])
+        info["warning"] = self.warning
+        return info
 
     def process(self, shard: Shard, hints: dict[str, Any] | None = None) -> dict[str, Any]:
         apply_hints(self.worker, hints or {})
@@ -70,54 +113,3 @@ class ShardActor:
 
     def ping(self) -> str:
         return "ok"
-
-
-class RayExecutor:
-    """The driver loop's executor over a pool of :class:`ShardActor` actors."""
-
-    def __init__(self, kind: str, config: dict[str, Any], *, actors: int | None = None,
-                 cpus_per_actor: float | None = None, max_restarts: int = 2) -> None:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0))
-        cpus = max(1, int(resources.get("CPU", 1)))
-        if gpus:
-            self.options: dict[str, Any] = {"num_gpus": 1, "num_cpus": cpus_per_actor or 1}
-            self.threads = None
-            self.size = actors or gpus
-        else:  # one CPU actor per spare core, leaving one core to the driver, I/O and Prefect
-            per = cpus_per_actor or max(1, cpus - 1)
-            self.options = {"num_gpus": 0, "num_cpus": per}
-            self.threads = int(per)
-            self.size = actors or max(1, int((cpus - 1) // per) if cpus > 1 else 1)
-        self.kind, self.config = kind, config
-        self._cls = ray.remote(max_restarts=max_restarts, max_task_retries=0)(ShardActor)
-        self.actors = [self._start() for _ in range(self.size)]
-        log.info("started %d actor(s) with %s", self.size, self.options)
-
-    def _start(self) -> Any:
-        return self._cls.options(**self.options).remote(self.kind, self.config, None, self.threads)
-
-    def submit(self, slot: int, shard: Shard, hints: dict[str, Any]) -> Any:
-        return self.actors[slot].process.remote(shard, hints)
-
-    def wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
-        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
-        return ready
-
-    def result(self, handle: Any) -> dict[str, Any]:
-        try:
-            return ray.get(handle)
-        except (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError) as err:
-            raise WorkerLostError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
-        except ray.exceptions.RayTaskError as err:
-            cause = err.as_instanceof_cause()
-            raise cause from None
-
-    def replace(self, slot: int) -> None:
-        ray.kill(self.actors[slot], no_restart=True)
-        self.actors[slot] = self._start()
-
-    def close(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-        self.actors = []

@@ -48,7 +48,7 @@ def ray_session() -> Iterator[Any]:
     """One local Ray instance for the whole session (2 CPUs, no GPU)."""
     import ray
 
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 * 1024**2)
+    ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=256 * 1024**2)
     yield ray
     ray.shutdown()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,18 +45,24 @@ def test_ray_flow_matches_direct_xcore(explain_cfg, ray_session, prefect_harness
     expl = {(r["sample_id"], r["method"]): r for r in pads.dataset(
         str(run / "explanations"), format="parquet", partitioning="hive").to_table().to_pylist()}
     assert len(metrics) == len(expl) == 20
+    # the default CPU layout: one 1-CPU, 1-thread actor per cluster CPU, recorded with the shards each ran
+    record = json.loads((run / "run.json").read_text())["executor"]
+    assert record["kind"] == "ray" and record["actors_requested"] == 2
+    assert record["per_actor"] == {"num_cpus": 1.0, "num_gpus": 0.0}
+    assert all(a["threads"] == 1 and a["device"] == "cpu" and a["gpu_ids"] == [] for a in record["actors"])
+    assert sum(a["shards"] for a in record["actors"]) == 3 == sum(record["nodes"].values())
 
     job = open_job("explain", cfg)
     ds = job.open_dataset()
     model, _ = load_checkpoint(cfg["model"])
     # The direct side computes what each actor computed, in the same float layout: the same batches (a shard's
-    # samples in chunks of batch_size) on as many intra-op threads as a CPU actor gets (RayExecutor: the
-    # cluster's CPUs - 1). Another batch or thread count can change a map by float32 rounding (~1e-6 relative),
+    # samples in chunks of batch_size) on as many intra-op threads as a CPU actor gets (one per reserved CPU,
+    # cpus_per_actor=1 by default). Another batch or thread count can change a map by float32 rounding (~1e-6 relative),
     # and a rounding-level change can swap two nearly tied pixels of the deletion / insertion ranking, which
     # moves a curve point by far more than any float32 tolerance (1.3e-5 against atol 1e-5 was seen). With the
     # same layout both sides run the same float operations in the same order: the values agree exactly.
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(ray_session.cluster_resources()["CPU"]) - 1))
+    torch.set_num_threads(1)
     try:
         for shard in job.shards():
             for lo in range(shard.start, shard.stop, cfg["batch_size"]):
