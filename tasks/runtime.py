@@ -41,7 +41,7 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> dict[s
     """Start or join Ray once; return the cluster's resources (``CPU``, ``GPU``, ...).
 
     With ``RAY_ADDRESS`` set the driver joins that cluster; otherwise a private local instance gets ``num_cpus``
-    (default: the machine's cores) and ``num_gpus`` (default: CUDA devices).
+    (default: the cores this process may run on) and ``num_gpus`` (default: CUDA devices).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
@@ -51,7 +51,7 @@ def init_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> dict[s
 
             connect(address)
         else:
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1,
+            ray.init(address="local", num_cpus=num_cpus or len(os.sched_getaffinity(0)),
                      num_gpus=detect_gpus() if num_gpus is None else num_gpus,
                      include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
                      logging_level=logging.WARNING)
