@@ -101,8 +101,9 @@ class ShardActor:
 
         info = process_info(self.device, torch.get_num_threads())
         if ray.is_initialized():
-            ctx = ray.get_runtime_context()
-            info.update(node_id=ctx.get_node_id(), node_ip=ray.util.get_node_ip_address(),
+            node_id = ray.get_runtime_context().get_node_id()
+            ips = [n.get("NodeManagerAddress") for n in ray.nodes() if n.get("NodeID") == node_id]
+            info.update(node_id=node_id, node_ip=ips[0] if ips else None,  # the node's address, not the host's
                         gpu_ids=[str(i) for i in ray.get_gpu_ids()])
         info["warning"] = self.warning
         return info
