@@ -1,12 +1,18 @@
 """The explain worker: one shard -> explanations, metrics and errors tables, written atomically, then committed.
 
-Per shard: load every sample (a failure is one ``errors`` row, stage ``load``), predict the clean batch (the
+Per shard: load the samples (a failure is one ``errors`` row, stage ``load``), predict the clean batch (the
 target is the predicted class, or the label with config ``target="label"``), then per method explain the
 batch, check the maps are finite, and compute every metric from the full-precision primary map (a multi-part
 method, e.g. ``discriminative``, stores one explanations row per part and its per-sample extras in its metrics
 rows). A metric that ``needs`` an annotation (``boxes``) gets it from the samples' ``meta`` and is computed on
 the samples that have one. Batch failures fall back to one sample at a time; OOM halves the batch
 (:mod:`xcore.core.batching`). Every sample gets one ``metrics`` row per method, ``status`` ok/error.
+
+Samples are decoded ahead of the compute on a few threads (:func:`xcore.core.prefetch.prefetch`, ``loaders``
+threads, at most two batches ahead), in sample order, so that decoding batch k + 1 overlaps the model on batch
+k; batches are formed from the loaded samples exactly as if all were loaded first (the results do not depend on
+the loading), and the shard summary records ``input_wait_s``, the seconds spent waiting for samples that were
+not decoded yet.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import xcore.explain
 import xcore.metrics
 from xcore.core.batching import BatchSize, SampleOOMError, is_oom, robust_map
 from xcore.core.maps import map_grid, resize_to
+from xcore.core.prefetch import prefetch
 from xcore.core.shards import Shard
 from xcore.data.base import Dataset
 from xcore.explain.base import METHODS
@@ -79,6 +86,8 @@ class ExplainWorker:
         self.dataset = dataset
         self.device = device
         self.batch = BatchSize(job.config["batch_size"])
+        # decoding threads (0: load each sample inline when it is needed); the actor sets torch's threads first
+        self.loaders = max(1, torch.get_num_threads())
         # sample annotations the configured metrics declare they need (e.g. boxes, mask), passed per sample
         self.annotations = {n for m in job.metrics for n in xcore.metrics.METRICS.get(m).needs}
 
@@ -95,13 +104,10 @@ class ExplainWorker:
         torch.manual_seed(self.job.config["seed"] + shard.shard_id)
         self.errors: list[dict[str, Any]] = []
         self.results: dict[str, list[tuple[Item, Outcome | None]]] = {m: [] for m in self.job.methods}
-        items = [self._load(i) for i in range(shard.start, shard.stop)]
-        live = [it for it in items if not it.failed]
-        pos = 0
-        while pos < len(live):
-            chunk = live[pos : pos + self.batch.value]
-            pos += len(chunk)
-            self._run_chunk(chunk)
+        items, waited = self._load_and_run(shard)
+        # load errors first, in sample order, then the compute errors in batch order (as if loaded up front)
+        self.errors = ([e for e in self.errors if e["stage"] == "load"]
+                       + [e for e in self.errors if e["stage"] != "load"])
         for it in items:
             if it.failed:
                 for m in self.job.methods:
@@ -110,6 +116,7 @@ class ExplainWorker:
                                       self.job.methods, self.job.metrics)
         summary = {"shard_id": shard.shard_id, "samples": shard.size, **counts,
                    "errors": len(self.errors), "seconds": round(time.perf_counter() - t0, 3),
+                   "input_wait_s": round(waited, 3),
                    "error_examples": [f"{e['sample_id']}: {e['stage']}: {e['message'][:200]}"
                                       for e in self.errors[:3]]}
         self.job.layout.write_shard(shard, self.job.run_key, tables, summary)
@@ -117,7 +124,35 @@ class ExplainWorker:
 
     # --- stages ---------------------------------------------------------------------------------------
 
-    def _load(self, index: int) -> Item:
+    def _load_and_run(self, shard: Shard) -> tuple[list[Item], float]:
+        """Every sample of ``shard`` (in order) and the seconds spent waiting for them; each batch of
+        ``self.batch.value`` loaded samples is computed as soon as it is complete, while the next ones load."""
+        items: list[Item] = []
+        chunk: list[Item] = []
+        waited = 0.0
+        loads = prefetch(self._load, range(shard.start, shard.stop), self.loaders, 2 * self.batch.value)
+        try:
+            for _index, res, wait_s in loads:
+                waited += wait_s
+                if isinstance(res, Exception):  # the dataset could not even name the sample: not a sample error
+                    raise res
+                it, err = res
+                items.append(it)
+                if err is not None:
+                    self._fail(it, "load", None, err)
+                    continue
+                chunk.append(it)
+                if len(chunk) >= self.batch.value:  # the size after the previous batch (OOM may halve it)
+                    self._run_chunk(chunk)
+                    chunk = []
+            if chunk:
+                self._run_chunk(chunk)
+        finally:
+            loads.close()  # joins the loading threads, also when a batch raised
+        return items, waited
+
+    def _load(self, index: int) -> tuple[Item, Exception | None]:
+        """One sample (on a loading thread: touches no shared state) and the exception its load raised."""
         it = Item(index, str(self.dataset.sample_id(index)), int(self.dataset.label(index)))
         try:
             sample = self.dataset.load(index)
@@ -127,10 +162,11 @@ class ExplainWorker:
                                   if isinstance(v, int | float | str | bool | list)}, sort_keys=True,
                                  default=_plain)
         except Exception as err:
-            self._fail(it, "load", None, err)
-        return it
+            return it, err
+        return it, None
 
     def _run_chunk(self, chunk: list[Item]) -> None:
+        """Predict, explain and measure one batch; its inputs are dropped after (only the rows need the items)."""
         preds = robust_map(self._predict, chunk, self.batch)
         for it, res in zip(chunk, preds, strict=True):
             if isinstance(res, BaseException):
@@ -148,6 +184,8 @@ class ExplainWorker:
                     for stage, err in out.errors:
                         self._error(it, stage, method, err)
                 self.results[method].append((it, out))
+        for it in chunk:
+            it.x = None  # memory: at most the batches in flight and the prefetched ones, not the whole shard
 
     @torch.no_grad()
     def _predict(self, items: list[Item]) -> list[tuple[int, float]]:
