@@ -27,7 +27,7 @@ import yaml
 from prefect_server import PREFECT, PrefectServer
 from ray_nodes import RayCluster, start_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "infra" / "prefect" / "prefect.yaml"
