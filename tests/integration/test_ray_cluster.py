@@ -26,7 +26,7 @@ import pyarrow.dataset as pads
 import pytest
 from ray_nodes import RayCluster, cmdline, connect_in_subprocess, free_port, kill_group, node_env, spawn, start_cluster
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
 XAI = str(Path(sys.executable).with_name("xai"))
 RUN_ARGS = ["-m", "gradient", "-m", "gradcam", "-p", "gradcam.layer=features", "--metric", "deletion_insertion",
             "-p", "deletion_insertion.steps=8", "--shard-size", "2", "--batch-size", "2"]
