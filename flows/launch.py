@@ -1,11 +1,12 @@
 """Launch a job through its Prefect flow from the command line: validate, progress bar, summary and report.
 
 Shared by ``xai run``, ``xai job`` and ``xai demo``. Nothing here imports Prefect or Ray before the configuration
-is valid, so a usage error costs no server start.
+is valid and a ``RAY_ADDRESS`` cluster is known to accept this process, so a usage error costs no server start.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ def execute(kind: str, config: dict[str, Any], options: dict[str, Any] | RunOpti
     try:
         opts = parse_config(RunOptions, options)
         job = open_job(kind, config)
+        address = os.environ.get("RAY_ADDRESS")
+        if opts.executor == "ray" and address and address != "local":
+            from tasks.ray_connect import check  # a cluster this process cannot join: one line, before Prefect
+
+            check(address)
     except UsageError as err:
         raise fail(err) from None
     shards = job.shards()
