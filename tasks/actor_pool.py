@@ -10,7 +10,9 @@ Ray does the placing; this class only feeds shards to the actors that are up:
 - an actor that dies (its node left, OOM) costs its in-flight shards (the driver retries them elsewhere) and is
   replaced by a new request; an actor whose constructor fails is retried ``max_restarts`` times, then its slot is
   dropped; with every slot dropped, or no actor ready within ``start_timeout`` s, the run fails with one line
-  naming the request and what the nodes offer.
+  naming the request and what the nodes offer;
+- ``min_actors`` > 1 holds the first shards back until that many actors are ready (then the pool is elastic as
+  above), so the first shards spread over that many actors and their nodes.
 """
 
 from __future__ import annotations
@@ -57,11 +59,12 @@ class RayExecutor:
 
     def __init__(self, kind: str, config: dict[str, Any], *, actors: int | None = None,
                  cpus_per_actor: float = 1.0, gpus_per_actor: float | None = None,
-                 start_timeout: float = 900.0, max_restarts: int = 2) -> None:
+                 min_actors: int = 1, start_timeout: float = 900.0, max_restarts: int = 2) -> None:
         self.size, self.options = pool_layout(ray.cluster_resources(), actors, cpus_per_actor, gpus_per_actor)
         self.threads = max(1, int(cpus_per_actor))
         self.kind, self.config = kind, config
         self.max_restarts, self.start_timeout = max_restarts, start_timeout
+        self.min_actors = max(1, min(int(min_actors), self.size))  # reached once, then the pool is elastic
         self.bundle = {"CPU": self.options["num_cpus"], **({"GPU": self.options["num_gpus"]}
                                                            if self.options["num_gpus"] else {})}
         self.ledger = Ledger("ray", {"address": ray_address(), "actors_requested": self.size,
@@ -109,13 +112,19 @@ class RayExecutor:
             for ref in done:
                 self._collect(pending[ref], ref)
         ready = [i for i, s in enumerate(self.slots) if s.pending is None and not s.dropped]
+        live = sum(not s.dropped for s in self.slots)
+        if self.min_actors > 1 and len(ready) < min(self.min_actors, live):
+            ready = []  # the first shards wait for min_actors actors (a spread start)
+        else:
+            self.min_actors = 1
         if ready:
             self._waiting_since = time.monotonic()
         elif all(s.dropped for s in self.slots):
             raise RuntimeError("no actor could start: every slot failed its constructor "
                                f"{self.max_restarts + 1} times (see the errors above)")
         elif time.monotonic() - self._waiting_since > self.start_timeout:
-            raise TimeoutError(f"no actor became ready in {self.start_timeout:.0f} s: each needs "
+            want = "no actor" if self.min_actors <= 1 else f"fewer than {self.min_actors} actors"
+            raise TimeoutError(f"{want} became ready in {self.start_timeout:.0f} s: each needs "
                                f"{self.bundle}, alive nodes offer {self._offers()}")
         return ready
 

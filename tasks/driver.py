@@ -189,7 +189,7 @@ def make_executor(job: Job, kind: str = "ray", **options: Any) -> Executor:
         init_ray()
         return RayExecutor(job.kind, job.config, actors=options.get("actors"),
                            cpus_per_actor=options.get("cpus_per_actor") or 1.0,
-                           gpus_per_actor=options.get("gpus_per_actor"),
+                           gpus_per_actor=options.get("gpus_per_actor"), min_actors=options.get("min_actors") or 1,
                            start_timeout=options.get("actor_start_timeout") or 900.0)
     raise ValueError(f"unknown executor {kind!r}; use 'ray' or 'local'")
 

@@ -25,5 +25,7 @@ class RunOptions(BaseModel):
     gpus_per_actor: float | None = Field(None, ge=0, description="GPUs each actor reserves (default: 1 when the "
                                          "cluster reports GPUs at start, else 0; set 1 where an autoscaler adds "
                                          "GPU nodes)")
+    min_actors: int = Field(1, ge=1, description="actors that must be ready before the first shard is fed (then "
+                            "the pool stays elastic); more than 1 spreads the first shards over that many actors")
     actor_start_timeout: float = Field(900.0, gt=0, description="seconds to wait for a first actor (pending "
                                        "resources, autoscaling) before the run fails")

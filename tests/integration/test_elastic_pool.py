@@ -93,3 +93,20 @@ def test_an_actor_no_node_can_hold_fails_in_one_line(ray_session, tmp_path):
             dispatch(job, todo, ex, backoff=0.0)
     finally:
         ex.close()
+
+
+@pytest.mark.slow
+def test_min_actors_spreads_the_first_shards(ray_session, tmp_path):
+    """``min_actors=2``: no shard is fed before both actors are up, so each of them runs some of the 4 shards."""
+    from tasks.driver import make_executor
+
+    job = open_job(CRASH, {"out": str(tmp_path / "spread"), "n": 4, "crash": []})
+    todo, _ = plan(job)
+    ex = make_executor(job, "ray", actors=2, min_actors=2)
+    try:
+        summaries, failed = dispatch(job, todo, ex, backoff=0.0)
+        record = ex.describe()
+    finally:
+        ex.close()
+    assert failed == [] and len({s["pid"] for s in summaries}) == 2
+    assert sorted(a["shards"] for a in record["actors"]) == [2, 2]  # round robin over the two ready actors

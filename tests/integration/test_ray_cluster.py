@@ -190,10 +190,13 @@ class TestTwoNodes:
         run_dir = tmp_path / "runs" / "two"
         env = {**base_env, "RAY_ADDRESS": two_nodes.address}
         info = assert_ok(xai_run(data, tiny_model, run_dir, env, "--executor", "ray", "--gpus-per-actor", "0",
-                                 "--actors", "2"), run_dir)
+                                 "--actors", "2", "--min-actors", "2"), run_dir)
         ex = assert_executor(info, two_nodes, 2, {"num_cpus": 1.0, "num_gpus": 0.0})
         assert all(a["device"] == "cpu" and a["gpu_ids"] == [] and a["warning"] is None for a in ex["actors"])
         assert len({a["node_id"] for a in ex["actors"]}) == len(ex["actors"])  # never two on one 1-CPU node
+        # both actors were up before the first shard (--min-actors 2), so the shards ran on both nodes
+        alive = {n["node_id"] for n in two_nodes.query() or [] if n["alive"]}
+        assert set(ex["nodes"]) == alive and len(alive) == 2 and all(v >= 1 for v in ex["nodes"].values())
         assert_same_tables(run_dir, local_run)
 
     def test_declared_gpu_that_torch_cannot_use(self, two_nodes, data, tiny_model, base_env, local_run, tmp_path):
@@ -239,10 +242,14 @@ def test_heterogeneous_nodes_default_layout(data, tiny_model, base_env, local_ru
     try:
         run_dir = tmp_path / "runs" / "hetero"
         proc = xai_run(data, tiny_model, run_dir, {**base_env, "RAY_ADDRESS": cluster.address}, "--executor", "ray",
-                       timeout=240)
+                       "--min-actors", "4", timeout=240)
         info = assert_ok(proc, run_dir)
         ex = assert_executor(info, cluster, 4, {"num_cpus": 1.0, "num_gpus": 0.0})
         assert all(a["threads"] == 1 for a in ex["actors"])
+        # the four actors (one per CPU) were up before the first shard: every node ran shards
+        alive = {n["node_id"] for n in cluster.query() or [] if n["alive"]}
+        assert len(ex["actors"]) == 4 and set(ex["nodes"]) == alive and len(alive) == 3
+        assert all(v >= 1 for v in ex["nodes"].values())
         assert_same_tables(run_dir, local_run)
     finally:
         cluster.stop()
