@@ -9,7 +9,7 @@ made here when missing, as ``xai demo`` makes them) with Grad-CAM + gradient and
   (d) ``xai run`` with its defaults (``--executor ray``: one 1-CPU actor per core of the local instance).
 
 Prints, per variant, the command's wall time, the flow's samples/s (``run.json`` timings: job creation to
-reduce, actor start-up included) and the steady-state ms/sample (sum of shard compute time / samples / actors),
+reduce, actor start-up included) and the effective ms/sample (sum of shard compute time / samples / workers),
 then the ratios: (c)/(b) samples/s (goal >= 1.7) and (d) wall vs (a) wall (goal <= +10 % on a run >= 2 min).
 
     .venv/bin/python benchmarks/scaling.py [--split train] [--shard-size 64] [--variants local,ray1,ray2,default]
@@ -82,8 +82,8 @@ def main() -> None:
         for name in args.variants.split(","):
             rows[name] = r = run(name, data, model, Path(tmp), args)
             print(f"{name:8s} {r['samples']} samples, {r['actors']} worker(s) threads {r['threads']}: command "
-                  f"{r['wall_s']:.1f} s, flow {r['flow_s']:.1f} s, {r['samples_per_s']:.1f} samples/s, steady "
-                  f"{r['ms_per_sample']:.1f} ms/sample/worker, input wait {r['input_wait_share']}", flush=True)
+                  f"{r['wall_s']:.1f} s, flow {r['flow_s']:.1f} s, {r['samples_per_s']:.1f} samples/s, "
+                  f"{r['ms_per_sample']:.1f} ms/sample effective, input wait {r['input_wait_share']}", flush=True)
     print(f"\ncpu cores: {os.cpu_count()}")
     if {"ray1", "ray2"} <= rows.keys():
         ratio = rows["ray2"]["samples_per_s"] / rows["ray1"]["samples_per_s"]
