@@ -55,8 +55,10 @@ def test_every_plain_field_is_a_cli_option_and_a_new_field_needs_no_cli_change()
     params = inspect.signature(cmd).parameters
     assert list(params) == ["flag", "colour", "count", *RunOptions.model_fields]
     assert params["colour"].default.help == "the colour" and params["count"].annotation == int | None
-    cmd(flag=True, colour="blue", count=None, executor="local", max_attempts=3, shard_timeout=None, actors=None)
-    assert seen["values"] == [{"colour": "blue"}, {"executor": "local", "max_attempts": 3}]
+    defaults = {k: f.default for k, f in RunOptions.model_fields.items()}
+    cmd(flag=True, colour="blue", count=None, **{**defaults, "executor": "local"})
+    assert seen["values"] == [{"colour": "blue"}, {k: v for k, v in {**defaults, "executor": "local"}.items()
+                                                   if v is not None}]
 
 
 def test_shipped_deployments_validate_against_the_flow_parameters() -> None:
