@@ -31,6 +31,7 @@ from xcore.core.shards import Shard
 
 log = logging.getLogger("xcore.runtime")
 LOST = (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError)
+WAIT_SLICE_S = 1.0
 
 
 @dataclass(eq=False)
@@ -158,8 +159,15 @@ class RayExecutor:
         return handle
 
     def wait(self, handles: list[Any], timeout: float | None) -> list[Any]:
-        ready, _ = ray.wait(handles, num_returns=1, timeout=timeout)
-        return ready
+        """Handles that finished within ``timeout`` s (``None``: until one does). Ray's wait runs no Python signal
+        handler while it blocks, so it is called in slices of at most ``WAIT_SLICE_S``: a SIGTERM / SIGINT handler
+        (:mod:`flows.shutdown`) runs within that long."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = WAIT_SLICE_S if deadline is None else min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
+            ready, _ = ray.wait(handles, num_returns=1, timeout=left)
+            if ready or (deadline is not None and time.monotonic() >= deadline):
+                return ready
 
     def result(self, handle: Any) -> dict[str, Any]:
         slot = self._where.pop(handle, None)
