@@ -1,4 +1,5 @@
-"""The ``xai`` command line: run, job, summary, query, analyse (and demo, train from :mod:`flows.cli_demo`).
+"""The ``xai`` command line: run, job, summary, query, analyse (and demo, train from :mod:`flows.cli_demo`, verify
+from :mod:`flows.cli_verify`).
 
 Configuration is validated (paths, checkpoint, methods, parameters, layers, metrics) before Ray or Prefect is
 imported: a wrong value prints one line on stderr and exits with code 2. A run exits 0 when every shard was
@@ -15,6 +16,7 @@ import typer
 
 from flows.cli_demo import demo, train
 from flows.cli_options import fail, parse_assignments, parse_params, with_model_options
+from flows.cli_verify import committed_run, verify
 from flows.launch import console, execute
 from flows.progress import print_blocks, print_rows
 from tasks.options import RunOptions
@@ -26,6 +28,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                        "explanations.")
 app.command()(demo)
 app.command()(train)
+app.command()(verify)
 
 
 @app.command()
@@ -99,31 +102,24 @@ def analyse(run_dir: Path, method: list[str] = typer.Option([], "--method", help
 
 @app.command()
 def summary(run_dir: Path) -> None:
-    """Mean deletion / insertion AUC per method over status='ok' rows, and the error count."""
-    from xcore.io.query import connect, method_summary
+    """Mean deletion / insertion AUC per method over status='ok' rows of the committed shards, and the error count
+    (exit 1 with one line when a committed file is unreadable; :mod:`flows.cli_verify`)."""
+    from xcore.io.query import summarise
 
-    if not (run_dir / "metrics").is_dir():
-        raise fail(UsageError(f"{run_dir} holds no metrics table"))
-    print_rows(console, f"{run_dir}", method_summary(run_dir))
-    con = connect(run_dir)
-    errors = con.execute("SELECT count(*) FROM errors").fetchone()[0]  # type: ignore[index]
-    con.close()
+    with committed_run(run_dir) as con:
+        methods = summarise(con)
+        errors = con.execute("SELECT count(*) FROM errors").fetchone()[0]  # type: ignore[index]
+    print_rows(console, f"{run_dir}", methods)
     console.print(f"errors: {errors} (query them with: xai query {run_dir} \"SELECT * FROM errors\")")
 
 
 @app.command()
 def query(run_dir: Path, sql: str) -> None:
-    """Run SQL over the views ``metrics``, ``explanations`` and ``errors`` of a run (DuckDB)."""
-    import duckdb
+    """Run SQL over the views ``metrics``, ``explanations`` and ``errors`` of a run's committed shards (DuckDB)."""
+    from xcore.io.query import rows
 
-    from xcore.io.query import connect, rows
-
-    if not run_dir.is_dir():
-        raise fail(UsageError(f"run directory {run_dir} does not exist"))
-    try:
-        cols, data = rows(connect(run_dir), sql)
-    except duckdb.Error as err:
-        raise fail(UsageError(str(err).splitlines()[0])) from None
+    with committed_run(run_dir) as con:
+        cols, data = rows(con, sql)
     print_rows(console, sql, [dict(zip(cols, r, strict=True)) for r in data])
 
 

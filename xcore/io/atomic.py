@@ -2,23 +2,77 @@
 
 Temp names start with ``.`` and do not end in ``.parquet`` (``.<name>.tmp-<uuid>``), so pyarrow dataset
 discovery (ignores ``.``/``_`` prefixes) and DuckDB ``**/*.parquet`` globs never see a partial file.
+:data:`TEMP_NAME` matches exactly these names (Parquet tables, commit records, manifests, ``run.json``), which is
+what the stale-temp cleanup removes after a kill. :class:`HashingWriter` hashes the bytes as they are written, so
+a commit record's checksum costs no second read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+TEMP_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{32}$")
+
 
 def temp_name(final: Path) -> Path:
-    """The hidden temp path next to ``final`` used while writing it."""
+    """The hidden temp path next to ``final`` used while writing it (matches :data:`TEMP_NAME`)."""
     return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex sha256 of the bytes of ``path`` (streamed)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only stream that forwards to ``raw`` and keeps the sha256 and length of every byte it passed."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self.raw = raw
+        self.size = 0
+        self._digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._digest.update(view)
+        self.raw.write(view)
+        self.size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        if not self.raw.closed:  # also called by IOBase.close() when this wrapper is collected
+            self.raw.flush()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def read_json(path: Path | str) -> dict[str, Any] | None:
+    """The JSON object at ``path``, or ``None`` when it is missing or unreadable."""
+    try:
+        with open(path) as fh:
+            obj = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def fsync_dir(path: Path) -> None:

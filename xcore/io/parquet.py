@@ -3,7 +3,8 @@
 A table is written whole to a hidden temp file in the target directory (``.shard-000123.parquet.tmp-<uuid>``:
 the leading dot hides it from ``pyarrow.dataset`` discovery, the ``.tmp-*`` ending from DuckDB's
 ``**/*.parquet`` globs), fsynced, and renamed onto its final name with ``os.replace``. A reader therefore sees
-either the previous file or the complete new one, never a partial file.
+either the previous file or the complete new one, never a partial file. The bytes are hashed (sha256) as they
+are written; :func:`write_atomic` returns the digest for the shard's commit record.
 
 Heatmaps are stored as float16 bytes of ``map / scale`` with ``scale = max |map|`` (float64) per row, so tiny
 raw gradients (1e-9) keep float16's relative precision instead of flushing to zero.
@@ -13,22 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 import xcore
-from xcore.io.atomic import atomic_open
+from xcore.io.atomic import TEMP_NAME, HashingWriter, atomic_open
 
 SCHEMA_VERSION = 1
 COMPRESSION = "zstd"
 HEATMAP_DTYPE = "float16"
-_TEMP = re.compile(r"^\..+\.parquet\.tmp-[0-9a-f]{32}$")
 
 HEATMAP_FIELDS = [
     pa.field("heatmap", pa.binary()),
@@ -38,12 +37,22 @@ HEATMAP_FIELDS = [
 ]
 
 
+class Written(NamedTuple):
+    """What :func:`write_atomic` wrote: the final path, its rows, and the sha256 and size (bytes) of the file."""
+
+    path: Path
+    rows: int
+    sha256: str
+    size: int
+
+
 def write_atomic(table: pa.Table, path: Path | str, *, run_key: str, shard_id: int,
-                 extra: Mapping[str, str] | None = None, row_group_size: int | None = None) -> Path:
-    """Write ``table`` to ``path`` atomically with footer metadata; return the final path.
+                 extra: Mapping[str, str] | None = None, row_group_size: int | None = None) -> Written:
+    """Write ``table`` to ``path`` atomically with footer metadata; return the path, rows and checksum.
 
     The footer holds ``run_key``, ``shard_id``, ``rows``, ``schema_version``, ``xcore_version`` (and
-    ``extra``). On any exception the temp file is removed and ``path`` is left as it was.
+    ``extra``). The sha256 is of the bytes written, hashed on the way to disk. On any exception the temp file
+    is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +62,9 @@ def write_atomic(table: pa.Table, path: Path | str, *, run_key: str, shard_id: i
     meta.update({k.encode(): str(v).encode() for k, v in footer.items()})
     table = table.replace_schema_metadata(meta)
     with atomic_open(path, "wb") as fh:
-        pq.write_table(table, fh, compression=COMPRESSION, row_group_size=row_group_size)
-    return path
+        out = HashingWriter(fh)
+        pq.write_table(table, out, compression=COMPRESSION, row_group_size=row_group_size)
+    return Written(path, table.num_rows, out.hexdigest(), out.size)
 
 
 def read_footer(path: Path | str) -> dict[str, Any]:
@@ -67,14 +77,15 @@ def read_footer(path: Path | str) -> dict[str, Any]:
 
 
 def clean_stale_temps(directory: Path | str) -> list[Path]:
-    """Delete temp files left by interrupted writes under ``directory`` (only names matching our pattern)."""
+    """Delete temp files left by interrupted writes under ``directory``: every file named like an atomic write's
+    temp (:data:`xcore.io.atomic.TEMP_NAME`: Parquet tables, commit records, manifests, ``run.json``)."""
     removed: list[Path] = []
     root = Path(directory)
     if not root.is_dir():
         return removed
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if _TEMP.match(name):
+            if TEMP_NAME.match(name):
                 p = Path(dirpath) / name
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()

@@ -1,6 +1,8 @@
 """DuckDB over a run's Parquet tables: views ``metrics``, ``explanations``, ``errors`` and the per-method summary.
 
-Globs end in ``*.parquet``, so temp files of unfinished writes (``.shard-*.parquet.tmp-<uuid>``) never match.
+Each view reads exactly the files listed by the commit records of the run's key (``read_parquet([...])``,
+:func:`xcore.io.commits.committed_files`), never a glob: a copied ``shard-000003.backup.parquet``, a shard
+written but not committed before a kill, or a temp file is not part of any query, summary or ``run.json``.
 ``hive_types`` keeps the ``method`` partition a VARCHAR; ``union_by_name`` tolerates schema evolution.
 """
 
@@ -10,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from xcore.io.commits import committed_files, resolve_key
 
 TABLES = ("metrics", "explanations", "errors")
 
@@ -22,22 +26,34 @@ def summary_sql(columns: list[str]) -> str:
             "FROM metrics GROUP BY method ORDER BY method")
 
 
-def connect(run_dir: Path | str) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per table of the run under ``run_dir``."""
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with one view per table over the committed files of run ``run_key``
+    (default: the run's own key, :func:`xcore.io.commits.resolve_key`) under ``run_dir``. A table without
+    committed files is an empty view. Raises :class:`xcore.errors.UsageError` when the key is ambiguous and
+    ``duckdb.Error`` when a committed file cannot be read."""
     root = Path(run_dir)
+    key = run_key or resolve_key(root)
+    tables = committed_files(root, key) if key else {}
     con = duckdb.connect()
-    for table in TABLES:
-        files = list((root / table).glob("**/*.parquet")) if (root / table).is_dir() else []
-        if files:
-            glob = str(root / table / "**" / "*.parquet").replace("'", "''")
-            hive = ", hive_types = {'method': 'VARCHAR'}" if any(p.parent.name.startswith("method=")
-                                                                  for p in files) else ""
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}', hive_partitioning = true, "
-                        f"union_by_name = true{hive})")
-        else:  # keep queries valid on a run without this table yet
-            con.execute(f"CREATE VIEW {table} AS SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS method, "
-                        "NULL::VARCHAR AS status, NULL::DOUBLE AS deletion_auc, "
-                        "NULL::DOUBLE AS insertion_auc WHERE false")
+    try:
+        for table in TABLES:
+            files = tables.get(table, [])
+            if files:
+                hive = ", hive_types = {'method': 'VARCHAR'}" if any(p.parent.name.startswith("method=")
+                                                                      for p in files) else ""
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_list(files)}, "
+                            f"hive_partitioning = true, union_by_name = true{hive})")
+            else:  # keep queries valid on a run without this table yet
+                con.execute(f"CREATE VIEW {table} AS SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS method, "
+                            "NULL::VARCHAR AS status, NULL::DOUBLE AS deletion_auc, "
+                            "NULL::DOUBLE AS insertion_auc WHERE false")
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -48,12 +64,18 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tupl
     return cols, rel.fetchall()
 
 
-def method_summary(run_dir: Path | str) -> list[dict[str, Any]]:
-    """Per method: ok / error row counts and mean deletion / insertion AUC over ``status = 'ok'`` rows."""
-    con = connect(run_dir)
+def summarise(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """:func:`summary_sql` over the ``metrics`` view of ``con``, as one dict per method."""
+    columns = [r[0] for r in con.execute("DESCRIBE metrics").fetchall()]
+    cols, data = rows(con, summary_sql(columns))
+    return [dict(zip(cols, r, strict=True)) for r in data]
+
+
+def method_summary(run_dir: Path | str, run_key: str | None = None) -> list[dict[str, Any]]:
+    """Per method: ok / error row counts and mean deletion / insertion AUC over ``status = 'ok'`` rows of the
+    committed shards of ``run_key`` (default: the run's own key)."""
+    con = connect(run_dir, run_key)
     try:
-        columns = [r[0] for r in con.execute("DESCRIBE metrics").fetchall()]
-        cols, data = rows(con, summary_sql(columns))
+        return summarise(con)
     finally:
         con.close()
-    return [dict(zip(cols, r, strict=True)) for r in data]

@@ -10,9 +10,10 @@
   _manifests/plan.json, failed.json          driver bookkeeping
 ```
 
-A shard is complete iff its commit record exists with the expected run key and range, and every file it lists
-exists with footer ``run_key`` / ``shard_id`` matching and ``num_rows`` equal to the recorded count. Any
-mismatch, missing or unreadable file means "recompute and replace atomically".
+A shard is complete iff its commit record (format 2, :mod:`xcore.io.commits`) exists with the expected run key
+and range, and every file it lists exists with the recorded size and sha256 and with footer ``run_key`` /
+``shard_id`` matching and ``num_rows`` equal to the recorded count. Any mismatch, missing or unreadable file,
+or a record without checksums (older xcore) means "recompute and replace atomically".
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xcore
-from xcore.io.atomic import atomic_open
-from xcore.io.parquet import SCHEMA_VERSION, read_footer, write_atomic
+from xcore.io.atomic import atomic_open, read_json
+from xcore.io.commits import COMMIT_FORMAT, committed_files, file_entry, record_problem, records
+from xcore.io.parquet import SCHEMA_VERSION, write_atomic
 
 if TYPE_CHECKING:  # runtime import would cycle through xcore.pipeline's job registration
     import pyarrow as pa
@@ -53,16 +55,6 @@ def write_json_atomic(path: Path | str, obj: Any) -> Path:
         json.dump(obj, fh, indent=2, sort_keys=True, default=str)
         fh.write("\n")
     return path
-
-
-def read_json(path: Path | str) -> dict[str, Any] | None:
-    """The JSON object at ``path``, or ``None`` when it is missing or unreadable."""
-    try:
-        with open(path) as fh:
-            obj = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def package_versions() -> dict[str, str | None]:
@@ -109,40 +101,33 @@ class RunLayout:
 
     def commit_records(self) -> list[dict[str, Any]]:
         """Every readable commit record, by shard id."""
-        folder = self.root / "_shards"
-        records = [read_json(p) for p in sorted(folder.glob("shard-*.json"))] if folder.is_dir() else []
-        return sorted((r for r in records if r), key=lambda r: r.get("shard_id", -1))
+        return sorted((r for _name, r in records(self.root) if r), key=lambda r: r.get("shard_id", -1))
+
+    def committed_files(self, key: str) -> dict[str, list[Path]]:
+        """Table -> the files listed by the commit records of run ``key`` (what readers read, never a glob)."""
+        return committed_files(self.root, key)
 
     def write_shard(self, shard: Shard, key: str, tables: Mapping[Path, pa.Table],
                     summary: Mapping[str, Any]) -> dict[str, Any]:
-        """Write every table of ``shard`` atomically, then its commit record (manifest-then-commit).
+        """Write every table of ``shard`` atomically, then its commit record (manifest-then-commit) listing each
+        file's rows, sha256 and size as written.
 
         The old commit record is removed first, so a crash part-way leaves the shard incomplete.
         """
         with contextlib.suppress(FileNotFoundError):
             self.commit_path(shard).unlink()
-        files = []
-        for path, table in tables.items():
-            write_atomic(table, path, run_key=key, shard_id=shard.shard_id)
-            files.append({"path": path.relative_to(self.root).as_posix(), "rows": table.num_rows})
-        record = {"run_key": key, "shard_id": shard.shard_id, "start": shard.start, "stop": shard.stop,
-                  "files": files, "summary": dict(summary), "committed_at": time.time()}
+        files = [file_entry(self.root, write_atomic(table, path, run_key=key, shard_id=shard.shard_id))
+                 for path, table in tables.items()]
+        record = {"format": COMMIT_FORMAT, "run_key": key, "shard_id": shard.shard_id, "start": shard.start,
+                  "stop": shard.stop, "files": files, "summary": dict(summary), "committed_at": time.time()}
         write_json_atomic(self.commit_path(shard), record)
         return record
 
+    def shard_problem(self, shard: Shard, key: str) -> str | None:
+        """Why ``shard`` is not complete for run ``key`` (``None``: complete); hashes every listed file."""
+        return record_problem(self.root, read_json(self.commit_path(shard)), key, shard.shard_id,
+                              (shard.start, shard.stop))
+
     def is_complete(self, shard: Shard, key: str) -> bool:
         """The completeness rule (module docstring); never raises."""
-        rec = read_json(self.commit_path(shard))
-        if not rec or rec.get("run_key") != key or rec.get("shard_id") != shard.shard_id:
-            return False
-        if (rec.get("start"), rec.get("stop")) != (shard.start, shard.stop) or not rec.get("files"):
-            return False
-        for f in rec["files"]:
-            try:
-                footer = read_footer(self.root / f["path"])
-            except Exception:  # missing or corrupt file: not complete
-                return False
-            if (footer.get("run_key") != key or footer.get("shard_id") != str(shard.shard_id)
-                    or footer["num_rows"] != f.get("rows")):
-                return False
-        return True
+        return self.shard_problem(shard, key) is None

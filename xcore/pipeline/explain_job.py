@@ -116,7 +116,7 @@ class ExplainJob:
             "ok_rows": sum(s.get("ok", 0) for s in shard_summaries),
             "error_rows": sum(s.get("failed", 0) for s in shard_summaries),
             "errors": sum(s.get("errors", 0) for s in shard_summaries),
-            "methods": method_summary(self.run_dir) if records else [],
+            "methods": method_summary(self.run_dir, self.run_key) if records else [],
         }
         compute = sum(s.get("seconds", 0.0) for s in summaries)
         wall = time.time() - self.created
