@@ -51,7 +51,8 @@ def parse_assignments(flag: str, specs: list[str]) -> dict[str, Any]:
 
 def parse_params(names: list[str], params: list[str]) -> dict[str, dict[str, Any]]:
     """``--method m`` / ``--metric n`` and ``--param m.key=value`` -> ``{name: {key: value}}`` (UsageError on a
-    bad spec); a parameter goes to whichever selected name it starts with."""
+    bad spec or a value that does not fit the parameter's type); a parameter goes to whichever selected name it
+    starts with, and its text is read by the type that method or metric declares (:func:`typed_params`)."""
     out: dict[str, dict[str, Any]] = {m: {} for m in names}
     for spec in params:
         name, sep, value = spec.partition("=")
@@ -60,8 +61,22 @@ def parse_params(names: list[str], params: list[str]) -> dict[str, dict[str, Any
             raise UsageError(f"--param {spec!r}: use METHOD.NAME=VALUE")
         if method not in out:
             raise UsageError(f"--param {spec!r}: {method!r} is not selected with --method / --metric")
-        out[method][key] = parse_value(value)
-    return out
+        out[method][key] = value
+    return {name: typed_params(name, texts) for name, texts in out.items()}
+
+
+def typed_params(name: str, texts: dict[str, str]) -> dict[str, Any]:
+    """``-p`` texts of method or metric ``name`` as the types it declares (``layer=7`` -> ``"7"``, ``steps=8`` -> 8;
+    :func:`xcore.core.param_types.fit_params`, the check ``validate`` applies to config files too); the job's
+    validation reports a key the method does not take; a name no registry knows gets :func:`parse_value` values."""
+    import xcore.explain
+    import xcore.metrics
+    from xcore.core.param_types import fit_params
+
+    for kind, registry in (("method", xcore.explain.METHODS), ("metric", xcore.metrics.METRICS)):
+        if name in registry:
+            return fit_params(kind, name, registry.get(name).fn, texts)
+    return {k: parse_value(v) for k, v in texts.items()}
 
 
 def _cli_type(annotation: Any) -> Any:

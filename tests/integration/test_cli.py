@@ -31,6 +31,11 @@ cases = {
     "target": base + ["--method", "gradient", "--target", "bogus"],
     "reader": base + ["--method", "gradient", "--reader", "clips=localisation"],
     "metric_param": base + ["--method", "gradient", "-p", "deletion_insertion.nosuch=1"],
+    "param_type": base + ["--method", "gradient", "-p", "deletion_insertion.steps=abc"],
+    "numeric_layer": base + ["--method", "gradcam", "-p", "gradcam.layer=7"],
+    "out_file": base[:6] + [model] + base[7:] + ["--method", "gradient"],
+    "out_under_file": base[:6] + [model + "/runs"] + base[7:] + ["--method", "gradient"],
+    "checkpoint_dir": ["run", "--dataset", data, "--model", data, "--out", out, "--method", "gradient"],
 }
 res = {k: CliRunner().invoke(app, v) for k, v in cases.items()}
 print(json.dumps({"results": {k: [r.exit_code, r.stderr, r.stdout] for k, r in res.items()},
@@ -47,7 +52,9 @@ def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_pa
     assert report["loaded"] == []
     expected = {"method": "nosuch", "layer": "nolayer", "dataset": "-missing", "checkpoint": ".missing",
                 "modality": "audio", "analyse": "no-such-run", "target": "bogus", "reader": "clips",
-                "metric_param": "nosuch"}
+                "metric_param": "nosuch", "param_type": "steps='abc' does not fit its type: expected int",
+                "numeric_layer": "unknown layer '7'", "out_file": "is a file", "out_under_file": "cannot be created",
+                "checkpoint_dir": "is a directory"}
     for case, needle in expected.items():
         code, stderr, stdout = report["results"][case]
         lines = stderr.strip().splitlines()

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from xcore.core.context import model_device, model_state
 from xcore.core.layers import get_layer
 from xcore.core.maps import map_grid, resize_to
+from xcore.core.param_types import fit_params
 from xcore.core.params import check_ignored
 from xcore.core.targets import Target, Targets
 from xcore.explain.base import METHODS, Explanation, Method
@@ -33,10 +34,11 @@ def available() -> list[str]:
 
 
 def validate(name: str, model: nn.Module | None = None, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Resolve ``name`` and its full parameters; check a named layer exists and that no parameter is set that the
-    chosen variant ignores (:mod:`xcore.core.params`). Raises ``UsageError``."""
+    """Resolve ``name`` and its full parameters; bring each given value to its declared type
+    (:mod:`xcore.core.param_types`: ``layer=7`` is the layer named ``"7"``); check a named layer exists and that no
+    parameter is set that the chosen variant ignores (:mod:`xcore.core.params`). Raises ``UsageError``."""
     method = METHODS.get(name)
-    full = method.params(dict(params or {}))
+    full = method.params(fit_params("method", name, method.fn, params or {}))
     check_ignored(method.fn, full)
     if model is not None and full.get("layer") is not None:
         get_layer(model, full["layer"])

@@ -10,6 +10,7 @@ import importlib
 import pkgutil
 from typing import Any
 
+from xcore.core.param_types import fit_params
 from xcore.core.params import check_ignored
 from xcore.metrics.base import METRICS, Metric, register
 
@@ -26,10 +27,11 @@ def available() -> list[str]:
 
 
 def validate(name: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Full parameters of metric ``name``; ``UsageError`` for an unknown metric or parameter, or for one the
-    chosen variant ignores (:func:`xcore.core.params.ignores`)."""
+    """Full parameters of metric ``name``, each given value brought to its declared type
+    (:mod:`xcore.core.param_types`); ``UsageError`` for an unknown metric or parameter, a value that does not fit
+    its type, or a parameter the chosen variant ignores (:func:`xcore.core.params.ignores`)."""
     metric = METRICS.get(name)
-    full = metric.params(dict(params or {}))
+    full = metric.params(fit_params("metric", name, metric.fn, params or {}))
     check_ignored(metric.fn, full)
     return full
 

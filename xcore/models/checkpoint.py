@@ -14,7 +14,7 @@ from torch import nn
 
 from xcore.errors import UsageError
 from xcore.io.atomic import atomic_open
-from xcore.models.zoo import build_model, load_weights
+from xcore.models.zoo import build_model, load_weights, require_file
 
 REQUIRED_META = ("arch", "num_classes")
 
@@ -98,8 +98,7 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tup
     path = Path(path)
     if path.suffix == ".json":
         path = path.with_suffix(".pt")
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist")
+    require_file(path)
     meta = read_meta(path)
     model = build_model(meta["arch"], int(meta["num_classes"]), **(meta.get("arch_kwargs") or {}))
     load_weights(model, path)
@@ -113,9 +112,7 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tup
 
 def weights_digest(path: Path | str) -> str:
     """First 16 hex digits of the sha256 of the ``.pt`` file (identifies the weights in run metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist")
+    path = require_file(path)
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -78,19 +78,47 @@ def build_model(arch: str, num_classes: int, **kw: Any) -> nn.Module:
     return MODELS.get(arch)(num_classes, **kw)
 
 
+def require_file(path: Path | str) -> Path:
+    """``path`` as a ``Path`` when it is a file; a one-line :class:`UsageError` saying it is a directory or does not
+    exist otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"checkpoint {path} is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    return path
+
+
+# what torch's weights-only unpickler says it refused: "Unsupported global: GLOBAL builtins.eval was not an
+# allowed global", "Trying to load unsupported GLOBAL posix.system whose module posix is blocked"
+_BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_ADVICE = re.compile(r"weights_only|Weights only load failed|Check the documentation|Please file an issue|"
+                     r"allowlist|safe_globals|trust")
+
+
+def load_error(err: BaseException) -> str:
+    """The reason ``torch.load(weights_only=True)`` refused a file, in one line: the blocked global it names (a
+    pickle that would run code), else torch's own detail without its advice to load with ``weights_only=False``
+    (which would run whatever code the file carries)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    blocked = _BLOCKED_GLOBAL.search(text)
+    if blocked:
+        return (f"it needs the global {blocked.group(1)}, which is refused (loading it could run code; "
+                "a checkpoint must be a plain state_dict of tensors)")
+    detail = [ln.strip() for ln in text.splitlines() if ln.strip() and not _ADVICE.search(ln)]
+    return " ".join(detail) or type(err).__name__
+
+
 def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     """``torch.load(weights_only=True)`` of a state dict (or a dict holding one under ``state_dict``/``model``).
 
     A missing, unreadable or non-state-dict file raises :class:`UsageError` with one line.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} does not exist")
+    path = require_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and torch errors all mean the same thing here
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"checkpoint {path} is unreadable: {reason}") from None
+        raise UsageError(f"checkpoint {path} is unreadable: {load_error(err)}") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -8,6 +8,8 @@ option list (the dict fields, which have their own repeatable CLI syntax). Valid
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -47,6 +49,12 @@ class ExplainConfig(BaseModel):
     def _absolute(cls, v: str) -> str:  # actors may run with another working directory
         return str(Path(v).expanduser().absolute())
 
+    @field_validator("out")
+    @classmethod
+    def _writable(cls, v: str) -> str:  # before any engine starts, not 16 s later inside the flow
+        check_writable_dir(Path(v))
+        return v
+
     @field_validator("methods", "metrics", mode="before")
     @classmethod
     def _params(cls, v: Any) -> Any:  # ``{gradcam: }`` in YAML: no parameters
@@ -58,6 +66,24 @@ class ExplainConfig(BaseModel):
         if not v:
             raise ValueError("name at least one explanation method")
         return v
+
+
+def check_writable_dir(path: Path) -> None:
+    """``ValueError`` naming the path and the reason unless ``path`` is a directory this process can write in, or
+    can be created in its nearest existing parent: a file, a path under a file, or a folder where a temp file cannot
+    be created (read-only filesystem, no permission) is refused. The probe file is removed at once."""
+    base = path
+    while not os.path.lexists(base) and base.parent != base:
+        base = base.parent
+    if not base.is_dir():
+        what = "is a file" if base.is_file() else "is not a directory"
+        raise ValueError(f"{base} {what}" + ("" if base == path else f", so {path} cannot be created"))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".xcore-write-probe-", dir=base)
+    except OSError as err:
+        raise ValueError(f"{base} is not writable: {err.strerror or err}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def parse_config(model: type[C], config: dict[str, Any] | BaseModel) -> C:
@@ -79,7 +105,8 @@ def _problem(e: Any) -> str:
     if e.get("type") == "missing":
         return f"config needs {where}"
     msg = str(e.get("msg", "")).removeprefix("Value error, ")
-    return f"{where}: {msg} (got {e.get('input')!r})"
+    got = e.get("input")
+    return f"{where}: {msg}" + ("" if isinstance(got, str) and got in msg else f" (got {got!r})")
 
 
 def cli_fields(model: type[BaseModel]) -> dict[str, Any]:

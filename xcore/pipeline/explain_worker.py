@@ -1,7 +1,8 @@
 """The explain worker: one shard -> explanations, metrics and errors tables, written atomically, then committed.
 
 Per shard: load the samples (a failure is one ``errors`` row, stage ``load``), predict the clean batch (the
-target is the predicted class, or the label with config ``target="label"``), then per method explain the
+target is the predicted class, or the label with config ``target="label"``; a NaN / inf model output is one
+``predict`` error row and nothing more is computed for that sample), then per method explain the
 batch, check the maps are finite, and compute every metric from the full-precision primary map (a multi-part
 method, e.g. ``discriminative``, stores one explanations row per part and its per-sample extras in its metrics
 rows). A metric that ``needs`` an annotation (``boxes``) gets it from the samples' ``meta`` and is computed on
@@ -188,11 +189,15 @@ class ExplainWorker:
             it.x = None  # memory: at most the batches in flight and the prefetched ones, not the whole shard
 
     @torch.no_grad()
-    def _predict(self, items: list[Item]) -> list[tuple[int, float]]:
+    def _predict(self, items: list[Item]) -> list[tuple[int, float] | FloatingPointError]:
+        """(pred, score) per sample; a sample whose model output is NaN / inf fails here, naming that output."""
         x = torch.stack([it.x for it in items]).to(self.device)
-        prob = self.model(x).float().softmax(dim=1)
-        score, pred = prob.max(dim=1)
-        return [(int(p), float(s)) for p, s in zip(pred.tolist(), score.tolist(), strict=True)]
+        out = self.model(x).float()
+        score, pred = out.softmax(dim=1).max(dim=1)
+        bad = [" and ".join(f"{int(n)} {k}" for k, n in (("NaN", r.isnan().sum()), ("inf", r.isinf().sum())) if n)
+               for r in out.flatten(1)]
+        return [FloatingPointError(f"model output is not finite ({b} among its {out[0].numel()} logits)") if b
+                else (int(p), float(s)) for p, s, b in zip(pred.tolist(), score.tolist(), bad, strict=True)]
 
     def _explain(self, method: str, items: list[Item]) -> list[Outcome]:
         t0 = time.perf_counter()
