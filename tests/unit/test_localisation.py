@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from test_video_data import py2_style
 
 from xcore.analysis.localisation import localisation_report
+from xcore.core.shards import Shard
 from xcore.data.video_decode import write_video
 from xcore.data.video_readers import UCF101Reader
 from xcore.data.video_transforms import VideoTransform
 from xcore.errors import SampleError, UsageError
+from xcore.io.runs import RunLayout
 from xcore.metrics import METRICS, validate
 from xcore.metrics.localisation import (
     MEAN_ALPHAS,
@@ -255,18 +256,19 @@ def test_localisation_report_by_hand(tmp_path: Path) -> None:
     schema = pa.schema([("sample_id", pa.string()), ("index", pa.int64()), ("status", pa.string()),
                         ("loc_val_iou", lists), ("loc_mean_iou", lists), ("loc_energy_iou", lists)])
 
-    def write(method: str, rows: list[tuple]) -> None:
-        d = tmp_path / "metrics" / f"method={method}"
-        d.mkdir(parents=True)
-        cols = list(zip(*rows, strict=True))
-        pq.write_table(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)],
-                                            schema=schema), d / "shard-00000.parquet")
+    layout, shard = RunLayout(tmp_path), Shard(0, 0, 4)
 
-    write("a", [("s0", 0, "ok", [0.6, 0.4], [0.1, 0.9], [0.5, 0.5]),
-                ("s1", 1, "ok", [0.5, 0.7], [0.2, 0.9], [0.5, 0.5]),
-                ("s2", 2, "ok", [0.9, 0.2], [0.3, 0.1], [0.5, 0.5]),
-                ("s3", 3, "error", None, None, None)])
-    write("b", [("s0", 0, "ok", [0.0, 1.0], [1.0, 1.0], [1.0, 0.0])])
+    def table(rows: list[tuple]) -> pa.Table:
+        cols = list(zip(*rows, strict=True))
+        return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)],
+                                    schema=schema)
+
+    layout.write_shard(shard, "k", {  # committed, as readers read only committed files
+        layout.table_path("metrics", shard, "a"): table([("s0", 0, "ok", [0.6, 0.4], [0.1, 0.9], [0.5, 0.5]),
+                                                         ("s1", 1, "ok", [0.5, 0.7], [0.2, 0.9], [0.5, 0.5]),
+                                                         ("s2", 2, "ok", [0.9, 0.2], [0.3, 0.1], [0.5, 0.5]),
+                                                         ("s3", 3, "error", None, None, None)]),
+        layout.table_path("metrics", shard, "b"): table([("s0", 0, "ok", [0.0, 1.0], [1.0, 1.0], [1.0, 0.0])])}, {})
     grids = {"val_alphas": [0.0, 0.5], "mean_alphas": [1.0, 2.0], "energy_alphas": [0.1, 0.2]}
     (tmp_path / "run.json").write_text(json.dumps({"config": {"dataset_kind": "ucf101"},
                                                    "resolved": {"modality": "video",
