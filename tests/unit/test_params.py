@@ -41,10 +41,13 @@ IGNORED: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
 CASES = [(m, variant, p) for m, variant, names in IGNORED for p in names]
 
 
-def _other(default: Any) -> Any:
-    """A valid-looking value that is not ``default``."""
+def _other(method: str, param: str, default: Any) -> Any:
+    """A value of the parameter's declared type (``xcore.core.param_types``) that is not ``default``."""
     if default is None or isinstance(default, tuple):
-        return (0.5, 0.5, 0.5)
+        from xcore.core.param_types import declared_types
+
+        annotation = declared_types(E.METHODS.get(method).fn)[param]
+        return 1 if annotation == int | None else (0.5, 0.5, 0.5)
     return default + 1
 
 
@@ -54,7 +57,7 @@ def _other(default: Any) -> Any:
 def test_a_parameter_the_variant_ignores_raises_naming_it(method: str, variant: dict, param: str) -> None:
     default = E.METHODS.get(method).defaults[param]
     with pytest.raises(UsageError, match=rf"\b{param}=.* has no effect with "):
-        E.validate(method, params={**variant, param: _other(default)})
+        E.validate(method, params={**variant, param: _other(method, param, default)})
     E.validate(method, params={**variant, param: default})  # the default itself is no setting
 
 
