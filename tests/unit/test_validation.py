@@ -265,3 +265,14 @@ def test_a_directory_as_checkpoint_says_so(tmp_path: Path) -> None:
             call(folder)
     with pytest.raises(UsageError, match=r"missing\.pt does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_an_annotation_that_cannot_be_resolved_is_not_checked() -> None:
+    """A plug-in's parameter annotated with a name imported only for type checking: its value passes as given."""
+    from xcore.core.param_types import declared_types, fit_params
+
+    def method(model: Any, x: Any, target: Any, *, steps: int = 3, helper: NotImportedHere = None) -> Any:  # noqa: F821
+        return None
+
+    assert declared_types(method) == {"steps": int, "helper": Any}
+    assert fit_params("method", "plug", method, {"steps": "4", "helper": "x"}) == {"steps": 4, "helper": "x"}

@@ -38,12 +38,23 @@ _SEQUENCES = (list, tuple, Sequence)
 
 @functools.cache
 def declared_types(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The resolved annotations of ``fn``'s keyword-only parameters (through decorators' ``__wrapped__``)."""
+    """The resolved annotations of ``fn``'s keyword-only parameters (through decorators' ``__wrapped__``); one that
+    cannot be resolved (a name only imported for type checking) is ``Any``: not checked."""
     import inspect
 
-    hints = typing.get_type_hints(fn)
-    return {k: hints[k] for k, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and k in hints}
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # resolve what can be resolved, one annotation at a time
+        base = inspect.unwrap(fn)
+        hints = {}
+        for name, ann in getattr(base, "__annotations__", {}).items():
+            try:
+                one = types.SimpleNamespace(__annotations__={name: ann})
+                hints[name] = typing.get_type_hints(one, globalns=base.__globals__)[name]
+            except Exception:
+                hints[name] = Any
+    return {k: hints.get(k, Any) for k, p in inspect.signature(fn).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def fit_params(kind: str, name: str, fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
