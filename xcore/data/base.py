@@ -12,7 +12,6 @@ from typing import Any, Protocol
 from torch import Tensor
 
 
-
 @dataclass
 class Sample:
     """One decoded, preprocessed sample.

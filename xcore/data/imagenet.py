@@ -4,6 +4,10 @@ Class order: ``LOC_synset_mapping.txt`` (line order) if present, else sorted ``t
 sorted leaf WNIDs of the devkit ``meta.mat``. Val labels, in order of preference: ``LOC_val_solution.csv``,
 per-image box XML (``object/name``), devkit ground truth + ``meta.mat``. The devkit ground truth holds
 ILSVRC2012_IDs, *not* class indices: they are mapped id -> WNID -> position in the class list.
+
+Every file and folder is opened through :class:`~xcore.data.confine.DatasetRoot` (issue 12): an image outside the
+root (a symbolic link out of it) is a ``load`` error, a list file or a folder to list outside it a ``UsageError``,
+unless ``follow_links=True``. Images are found by listing folders; list entries (image ids, WNIDs) never become paths.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import numpy as np
 from PIL import Image
 
 from xcore.data.base import Sample
+from xcore.data.confine import DatasetRoot
 from xcore.data.transforms import ImageTransform
 from xcore.errors import UsageError
 
-IMAGE_EXTS = frozenset({".jpeg", ".jpg", ".png"})
+IMAGE_EXTS = frozenset({".jpeg", ".jpg", ".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".webp"})  # torchvision's
 VAL_DIRS = ("val", "ILSVRC/Data/CLS-LOC/val")
 TRAIN_DIRS = ("train", "ILSVRC/Data/CLS-LOC/train")
 XML_DIRS = ("val_boxes", "ILSVRC/Annotations/CLS-LOC/val")
@@ -36,8 +41,10 @@ def _lines(path: Path) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
-def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+def _images(folder: Path, jail: DatasetRoot) -> list[Path]:
+    """The image files of ``folder`` (a folder that leads out of the root is a UsageError: it is not listed)."""
+    return sorted(folder / p.name for p in jail.part(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
 def _first_dir(root: Path, candidates: tuple[str, ...]) -> Path | None:
@@ -104,16 +111,18 @@ class ImageNetReader:
 
     ``load(i)`` returns a :class:`Sample` whose ``meta`` holds ``boxes`` (all annotated objects, in the
     coordinates of ``x``), ``mask`` (bool array from ``val_masks/<stem>.png``, or ``None``), ``path`` and
-    ``wnid``. A corrupt or truncated image raises from PIL.
+    ``wnid``. A corrupt or truncated image raises from PIL. ``follow_links``: let symbolic links lead out of
+    ``root`` (:mod:`xcore.data.confine`).
     """
 
     name = "imagenet"
 
     def __init__(self, root: Path | str, split: str = "val", transform: ImageTransform | None = None,
-                 size: int = 224) -> None:
+                 size: int = 224, follow_links: bool = False) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise UsageError(f"dataset root {self.root} does not exist")
+        self.jail = DatasetRoot(self.root, follow_links)
         if split not in ("val", "train"):
             raise UsageError(f"unknown ImageNet split {split!r}; use 'val' or 'train'")
         self.split = split
@@ -125,9 +134,9 @@ class ImageNetReader:
         train_dir = _first_dir(self.root, TRAIN_DIRS)
         mapping = self.root / "LOC_synset_mapping.txt"
         if mapping.is_file():
-            self.classes, self.class_names = read_synset_mapping(mapping)
+            self.classes, self.class_names = read_synset_mapping(self.jail.part(mapping))
         elif train_dir is not None:
-            self.classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+            self.classes = sorted(p.name for p in self.jail.part(train_dir).iterdir() if p.is_dir())
             self.class_names = list(self.classes)
         else:
             devkit = self._read_devkit()
@@ -152,6 +161,7 @@ class ImageNetReader:
                         None)
         if data_dir is None:
             return None
+        self.jail.part(data_dir / GROUND_TRUTH), self.jail.part(data_dir / "meta.mat")
         try:
             return read_devkit(data_dir)
         except (OSError, KeyError, ValueError) as err:
@@ -162,8 +172,8 @@ class ImageNetReader:
             raise UsageError(f"{self.root} has no {split} split (looked for {', '.join(TRAIN_DIRS)})")
         paths: list[Path] = []
         wnids: list[str] = []
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
-            files = _images(sub)
+        for sub in sorted(p for p in self.jail.part(folder).iterdir() if p.is_dir()):
+            files = _images(folder / sub.name, self.jail)
             paths += files
             wnids += [sub.name] * len(files)
         if not paths:
@@ -174,22 +184,22 @@ class ImageNetReader:
         folder = _first_dir(self.root, VAL_DIRS)
         if folder is None:
             raise UsageError(f"{self.root} has no val split (looked for {', '.join(VAL_DIRS)})")
-        if any(p.is_dir() and _WNID.match(p.name) for p in folder.iterdir()):
+        if any(p.is_dir() and _WNID.match(p.name) for p in self.jail.part(folder).iterdir()):
             return self._index_folders(folder, "val")  # torchvision's re-arranged val/<wnid>/ layout
-        paths = _images(folder)
+        paths = _images(folder, self.jail)
         if not paths:
             raise UsageError(f"{folder} holds no images")
         stems = [p.stem for p in paths]
         solution = self.root / "LOC_val_solution.csv"
         if solution.is_file():
-            self._objects = read_val_solution(solution)
+            self._objects = read_val_solution(self.jail.part(solution))
             missing = [s for s in stems if not self._objects.get(s)]
             if missing:
                 raise UsageError(f"{solution} has no label for {missing[0]} ({len(missing)} images)")
             return paths, [self._objects[s][0][0] for s in stems]
         if self._xml_dir is not None:
             try:
-                self._objects = {s: read_box_xml(self._xml_dir / f"{s}.xml") for s in stems}
+                self._objects = {s: read_box_xml(self.jail.part(self._xml_dir / f"{s}.xml")) for s in stems}
             except (OSError, ET.ParseError) as err:
                 raise UsageError(f"unreadable val box XML in {self._xml_dir}: {err}") from None
             empty = [s for s in stems if not self._objects[s]]
@@ -224,20 +234,20 @@ class ImageNetReader:
     def _boxes(self, stem: str) -> list[list[int]]:
         objects = self._objects.get(stem)
         if objects is None and self._xml_dir is not None and (self._xml_dir / f"{stem}.xml").is_file():
-            objects = read_box_xml(self._xml_dir / f"{stem}.xml")
+            objects = read_box_xml(self.jail.file(self._xml_dir / f"{stem}.xml"))
         return [box for _, box in objects or [] if len(box) == 4]
 
     def _mask(self, stem: str) -> np.ndarray | None:
         path = self._mask_dir / f"{stem}.png" if self._mask_dir is not None else None
         if path is None or not path.is_file():
             return None
-        with Image.open(path) as m:
+        with Image.open(self.jail.file(path)) as m:
             return np.asarray(m.convert("L")) > 127
 
     def load(self, index: int) -> Sample:
         path = self._paths[index]
         stem = path.stem
-        with Image.open(path) as img:
+        with Image.open(self.jail.file(path)) as img:
             img.load()
             width, height = img.size
             x = self.transform(img)

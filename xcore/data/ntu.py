@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from xcore.data.base import Sample
+from xcore.data.confine import DatasetRoot
 from xcore.data.ntu_joints import CENTER_JOINT, JOINT_NAMES, NTU_BONES, NUM_JOINTS, STGCN_EDGES
 from xcore.data.ntu_skeleton import (
     BODY_FIELDS,
@@ -100,16 +101,20 @@ class NTUReader:
     pattern are ignored. Missing-skeleton samples (``missing=`` path, else any of :data:`MISSING_FILES` in root)
     are removed before splitting. ``split``: ``"<benchmark>/<part>"``, ``"train"``/``"val"`` (= xsub) or
     ``"all"``. Classes: the lines of ``root/actions.txt`` (line k = action k), else ``A001`` .. ``A<max action>``.
-    ``load(i)`` gives x float32 (3, max_frames, 25, max_bodies), label = action - 1.
+    ``load(i)`` gives x float32 (3, max_frames, 25, max_bodies), label = action - 1. Files and folders are opened
+    through :class:`~xcore.data.confine.DatasetRoot`: a ``.skeleton`` outside ``root`` (a symbolic link out of it)
+    is a ``load`` error, ``actions.txt``, a missing-skeleton list or the skeleton folder outside it a UsageError,
+    unless ``follow_links=True``.
     """
 
     name = "ntu"
 
     def __init__(self, root: Path | str, split: str = "xsub/val", *, max_frames: int = 300, max_bodies: int = 2,
-                 missing: Path | str | None = None) -> None:
+                 missing: Path | str | None = None, follow_links: bool = False) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise UsageError(f"dataset root {self.root} does not exist")
+        self.jail = DatasetRoot(self.root, follow_links)
         if max_frames < 1 or max_bodies < 1:
             raise UsageError("NTUReader needs max_frames >= 1 and max_bodies >= 1")
         self.split, self.max_frames, self.max_bodies = split, max_frames, max_bodies
@@ -124,7 +129,8 @@ class NTUReader:
     def _index(self) -> tuple[Path, list[str]]:
         for folder in (self.root / SKELETON_DIR, self.root):
             if folder.is_dir():
-                names = sorted(f[:-9] for f in os.listdir(folder) if f.endswith(".skeleton") and _NAME.match(f[:-9]))
+                names = sorted(f[:-9] for f in os.listdir(self.jail.part(folder))
+                               if f.endswith(".skeleton") and _NAME.match(f[:-9]))
                 if names:
                     return folder, names
         raise UsageError(f"{self.root} holds no NTU .skeleton files (looked in . and {SKELETON_DIR}/)")
@@ -133,7 +139,8 @@ class NTUReader:
         path = self.root / "actions.txt"
         if not path.is_file():
             return [f"A{a:03d}" for a in range(1, max_action + 1)]
-        classes = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+        text = self.jail.part(path).read_text(encoding="utf-8-sig")
+        classes = [ln.strip() for ln in text.splitlines() if ln.strip()]
         if len(classes) < max_action:
             raise UsageError(f"{path} names {len(classes)} actions but the files go up to A{max_action:03d}")
         return classes
@@ -143,7 +150,8 @@ class NTUReader:
             if not Path(missing).is_file():
                 raise UsageError(f"missing-skeleton list {missing} does not exist")
             return read_missing(missing)
-        return set().union(*(read_missing(self.root / f) for f in MISSING_FILES if (self.root / f).is_file()))
+        return set().union(*(read_missing(self.jail.part(self.root / f)) for f in MISSING_FILES
+                             if (self.root / f).is_file()))
 
     def __len__(self) -> int:
         return len(self._names)
@@ -161,7 +169,7 @@ class NTUReader:
         return self._fields[index]["action"] - 1
 
     def load(self, index: int) -> Sample:
-        frames = parse_skeleton(self.path(index))
+        frames = parse_skeleton(self.jail.file(self.path(index)))
         data = skeleton_array(frames, self.max_bodies)
         valid = min(data.shape[1], self.max_frames)
         x = torch.zeros((3, self.max_frames, NUM_JOINTS, self.max_bodies), dtype=torch.float32)

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from xcore.core.presets import IMAGENET_MEAN, IMAGENET_STD
+from xcore.data.image_modes import to_rgb
 
 _EPS = 1e-6  # float slack so that exact scaled edges do not round outward
 
@@ -41,7 +42,8 @@ class ImageTransform:
 
     The shorter side is resized to ``resize`` (``None``: keep a ``size``×``size`` image as it is, otherwise
     resize the shorter side to ``size``), then the centre ``size``×``size`` crop is taken (torchvision's
-    rounding). Any mode (greyscale, CMYK, RGBA, palette) is converted to RGB first.
+    rounding). Every PIL mode is made 8-bit RGB first by :func:`xcore.data.image_modes.to_rgb` (16-bit and float
+    images scaled by their range, alpha dropped; a mode with no defined scaling raises SampleError).
     """
 
     def __init__(self, size: int, resize: int | None = None, mean: Sequence[float] = IMAGENET_MEAN,
@@ -78,9 +80,8 @@ class ImageTransform:
         return img.crop((geo.left, geo.top, geo.left + self.size, geo.top + self.size))
 
     def prepare(self, img: Image.Image) -> Image.Image:
-        """Decode (if lazy), convert to RGB, resize and crop; the uint8 step before normalisation."""
-        if img.mode != "RGB":
-            img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA") else img.convert("RGB")
+        """Decode (if lazy), convert to 8-bit RGB (:func:`to_rgb`), resize and crop; the step before normalisation."""
+        img = to_rgb(img)
         return self._crop(img, self.geometry(*img.size), Image.Resampling.BILINEAR)
 
     def normalize(self, x: Tensor) -> Tensor:

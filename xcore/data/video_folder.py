@@ -2,7 +2,9 @@
 
 Also the helpers every reader needs to find its files: tolerant line reading (CRLF split files, docs/formats/ucf101.md
 §2), the first existing candidate folder, and case-insensitive lookup (UCF-101's ``HandStandPushups`` files in the
-``HandstandPushups`` folder, docs/formats/ucf101.md §3).
+``HandstandPushups`` folder, docs/formats/ucf101.md §3). Every path goes through the reader's
+:class:`~xcore.data.confine.DatasetRoot` (issue 12): a list file or a folder to list outside the root is a
+UsageError; a clip outside it, or a list entry that is absolute or climbs out with ``..``, is a ``load`` error.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, NamedTuple
 
 from xcore.data.base import Sample
 from xcore.data.clip_sampling import centre_indices
+from xcore.data.confine import DatasetRoot
 from xcore.data.ucf24 import VideoBoxes
 from xcore.data.video_decode import DEFAULT_TIMEOUT, frame_count, read_clip
 from xcore.data.video_transforms import VideoTransform
@@ -29,59 +32,69 @@ def read_lines(path: Path) -> list[str]:
         raise UsageError(f"cannot read {path}: {err}") from None
 
 
-def first_dir(root: Path, candidates: Sequence[str], marker: str | None = None) -> Path | None:
-    """The first ``root/<candidate>`` folder (holding ``marker`` when given)."""
+def first_dir(jail: DatasetRoot, candidates: Sequence[str], marker: str | None = None) -> Path | None:
+    """The first ``root/<candidate>`` folder (holding ``marker`` when given); UsageError if it leaves the root."""
     for c in candidates:
-        d = root / c
+        d = jail.root / c
         if d.is_dir() and (marker is None or (d / marker).exists()):
+            jail.part(d)
             return d
     return None
 
 
-def video_dir(root: Path, candidates: Sequence[str], classes: Sequence[str]) -> Path:
-    """The first candidate folder holding a class folder (any case), else ``root``."""
+def video_dir(jail: DatasetRoot, candidates: Sequence[str], classes: Sequence[str]) -> Path:
+    """The first candidate folder holding a class folder (any case), else the root; UsageError if it leaves it."""
     wanted = {c.lower() for c in classes}
     for c in candidates:
-        d = root / c
-        if d.is_dir() and any(p.is_dir() and p.name.lower() in wanted for p in d.iterdir()):
+        d = jail.root / c
+        if d.is_dir() and any(p.is_dir() and p.name.lower() in wanted for p in jail.part(d).iterdir()):
             return d
-    return root
+    return jail.root
 
 
 class Resolver:
-    """Finds ``<folder>/<file>`` under ``root`` case-insensitively (UCF-101 ``HandStandPushups``)."""
+    """Finds ``<folder>/<file>`` under ``root`` case-insensitively (UCF-101 ``HandStandPushups``). A class folder
+    that leads out of the dataset root is not listed: its files keep their literal path, which ``load`` refuses."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._dirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()} if root.is_dir() else {}
+    def __init__(self, root: Path, jail: DatasetRoot) -> None:
+        self.root, self.jail = root, jail
+        self._dirs = {p.name.lower(): root / p.name for p in jail.part(root).iterdir() if p.is_dir()} \
+            if root.is_dir() else {}
         self._files: dict[str, dict[str, Path]] = {}
 
     def find(self, folder: str, name: str) -> Path:
-        """The file on disk, or the literal path (which ``load`` then reports as missing)."""
+        """The file on disk, or the literal path (which ``load`` then reports as missing or refuses)."""
         d = self._dirs.get(folder.lower())
         if d is None:
             return self.root / folder / name
-        if d.name not in self._files:
-            self._files[d.name] = {p.name.lower(): p for p in d.iterdir()}
+        if d.name not in self._files:  # a folder out of the root is not listed: nothing found in it
+            self._files[d.name] = {p.name.lower(): d / p.name for p in d.iterdir()} if self.jail.contains(d) else {}
         return self._files[d.name].get(name.lower(), d / name)
 
 
 class Entry(NamedTuple):
-    """One indexed clip: ``start`` is its first frame, ``None`` for the video's centre clip."""
+    """One indexed clip: ``start`` is its first frame, ``None`` for the video's centre clip; ``refused``: why its
+    list entry is refused (:meth:`~xcore.data.confine.DatasetRoot.entry`), raised by ``load``."""
 
     sample_id: str
     path: Path
     label: int
     start: int | None = None
+    refused: str | None = None
 
 
 class VideoFolderDataset:
-    """Shared part of the video readers: an index of :class:`Entry` (sample id, path, label, start) and ``load``."""
+    """Shared part of the video readers: an index of :class:`Entry` (sample id, path, label, start) and ``load``.
+
+    ``follow_links``: let symbolic links lead out of ``root`` (:mod:`xcore.data.confine`)."""
 
     name = "video"
 
-    def __init__(self, transform: VideoTransform | None = None, clip_len: int = 16, stride: int = 1,
-                 backend: str = "auto", timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, root: Path | str, transform: VideoTransform | None = None, clip_len: int = 16,
+                 stride: int = 1, backend: str = "auto", timeout: float | None = DEFAULT_TIMEOUT,
+                 follow_links: bool = False) -> None:
+        self.root = Path(root)
+        self.jail = DatasetRoot(self.root, follow_links)
         self.transform = transform if transform is not None else VideoTransform()
         self.clip_len, self.stride, self.backend, self.timeout = clip_len, stride, backend, timeout
         self.classes: list[str] = []
@@ -113,11 +126,14 @@ class VideoFolderDataset:
             start + k * self.stride for k in range(self.clip_len)]
 
     def load(self, index: int) -> Sample:
-        path = self.path(index)
+        entry = self._items[index]
+        if entry.refused is not None:
+            raise self.jail.refuse(entry.path, entry.refused)
+        path = self.jail.file(entry.path)
         n = frame_count(path)
         indices = self.clip_indices(index, n)
         frames = read_clip(path, indices, backend=self.backend, timeout=self.timeout)
-        meta: dict[str, Any] = {"frames": n, "indices": indices, "path": str(path)}
+        meta: dict[str, Any] = {"frames": n, "indices": indices, "path": str(entry.path)}
         ann = self.annotation(index)
         if ann is not None:
             height, width = frames.shape[1:3]

@@ -8,7 +8,9 @@ start (UCF-101 ``clips="localisation"``, :mod:`xcore.data.ucf24_clips`) — and 
 ``indices`` (0-based frames of the clip), ``path`` and, for UCF-101 videos with UCF101-24 tubes, ``boxes``: one list
 of [xmin, ymin, xmax, ymax] per clip frame, in the pixels of ``x``. A missing, unreadable or too-short video raises
 :class:`SampleError`. The shared index and ``load`` are :class:`~xcore.data.video_folder.VideoFolderDataset`; the
-UCF101-24 pickles are read by :mod:`xcore.data.ucf24` (a restricted unpickler).
+UCF101-24 pickles are read by :mod:`xcore.data.ucf24` (a restricted unpickler). Every reader is confined to its root
+(:mod:`xcore.data.confine`, option ``follow_links``): a split-list entry that is absolute or climbs out with ``..``, or
+a clip outside the root, is a ``load`` error; a list file or a folder to list outside it, a UsageError.
 """
 
 from __future__ import annotations
@@ -61,32 +63,38 @@ class UCF101Reader(VideoFolderDataset):
 
     def __init__(self, root: Path | str, split: str = "test", fold: int = 1, annotations: Path | str | None = None,
                  clips: str = "centre", **kw: Any) -> None:
-        super().__init__(**kw)
-        self.root, self.split, self.fold, self.clips = Path(root), split, fold, clips
+        super().__init__(root, **kw)
+        self.split, self.fold, self.clips = split, fold, clips
         if clips not in ("centre", "localisation"):
             raise UsageError(f"unknown UCF-101 clips {clips!r}; use 'centre' or 'localisation'")
         check_fold(fold, "UCF-101")
         test = is_test_split(split, "UCF-101")
-        lists = first_dir(self.root, self.LIST_DIRS, "classInd.txt")
+        lists = first_dir(self.jail, self.LIST_DIRS, "classInd.txt")
         if lists is None:
             raise UsageError(f"{self.root} has no classInd.txt (looked in {', '.join(self.LIST_DIRS)})")
-        self.classes = read_class_ind(lists / "classInd.txt")
+        self.classes = read_class_ind(self.jail.part(lists / "classInd.txt"))
         by_name = {c.lower(): i for i, c in enumerate(self.classes)}
         split_file = lists / f"{'testlist' if test else 'trainlist'}0{fold}.txt"
         if not split_file.is_file():
             raise UsageError(f"split file {split_file} does not exist")
-        videos = Resolver(video_dir(self.root, self.VIDEO_DIRS, self.classes))
+        videos = Resolver(video_dir(self.jail, self.VIDEO_DIRS, self.classes), self.jail)
         self._keys: list[str] = []
-        for ln in read_lines(split_file):
+        for ln in read_lines(self.jail.part(split_file)):
             rel, _, given = ln.partition(" ")
             folder, _, fname = rel.replace("\\", "/").rpartition("/")
+            refused = self.jail.entry(rel)
+            if refused is not None:  # never resolved nor decoded: load raises (one errors row)
+                label = int(given) - 1 if given.strip() else by_name.get(folder.lower(), -1)
+                self._items.append(Entry(Path(fname).stem, videos.root / rel, label, refused=refused))
+                self._keys.append(rel.lower())
+                continue
             if folder.lower() not in by_name:
                 raise UsageError(f"{split_file}: {rel} is not in a classInd class folder")
             label = int(given) - 1 if given.strip() else by_name[folder.lower()]
             self._items.append(Entry(Path(fname).stem, videos.find(folder, fname), label))
             self._keys.append(f"{folder}/{Path(fname).stem}".lower())
         ann_path = Path(annotations) if annotations is not None else next(
-            (self.root / f for f in UCF24_FILES if (self.root / f).is_file()), None)
+            (self.jail.part(self.root / f) for f in UCF24_FILES if (self.root / f).is_file()), None)
         self.boxes: dict[str, VideoBoxes] = {}
         if ann_path is not None:
             self.boxes = {k.lower(): v for k, v in load_ucf24(ann_path).videos.items()}
@@ -140,24 +148,29 @@ class HMDB51Reader(VideoFolderDataset):
     VIDEO_DIRS = ("hmdb51_org", "videos", ".")
 
     def __init__(self, root: Path | str, split: str = "test", fold: int = 1, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.root, self.split, self.fold = Path(root), split, fold
+        super().__init__(root, **kw)
+        self.split, self.fold = split, fold
         check_fold(fold, "HMDB51")
         tag = "2" if is_test_split(split, "HMDB51") else "1"
         suffix = f"_test_split{fold}.txt"
-        folder = next((d for d in (first_dir(self.root, [c]) for c in self.SPLIT_DIRS)
-                       if d is not None and any(f.endswith(suffix) for f in os.listdir(d))), None)
+        folder = next((d for d in (first_dir(self.jail, [c]) for c in self.SPLIT_DIRS)
+                       if d is not None and any(f.endswith(suffix) for f in os.listdir(self.jail.part(d)))), None)
         if folder is None:
             raise UsageError(f"{self.root} has no *{suffix} files (looked in {', '.join(self.SPLIT_DIRS)})")
         files = sorted(f for f in os.listdir(folder) if f.endswith(suffix))
         self.classes = [f[:-len(suffix)] for f in files]
-        videos = Resolver(video_dir(self.root, self.VIDEO_DIRS, self.classes))
+        videos = Resolver(video_dir(self.jail, self.VIDEO_DIRS, self.classes), self.jail)
         for label, (cls, fname) in enumerate(zip(self.classes, files, strict=True)):
-            for ln in read_lines(folder / fname):
+            for ln in read_lines(self.jail.part(folder / fname)):
                 parts = ln.rsplit(maxsplit=1)
                 if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                     raise UsageError(f"{folder / fname}: expected '<video>.avi <0|1|2>', got {ln!r}")
-                if parts[1] == tag:
+                if parts[1] != tag:
+                    continue
+                refused = self.jail.entry(parts[0])
+                if refused is not None:  # never resolved nor decoded: load raises (one errors row)
+                    self._items.append(Entry(Path(parts[0]).stem, videos.root / cls / parts[0], label, refused=refused))
+                else:
                     self._items.append(Entry(Path(parts[0]).stem, videos.find(cls, parts[0]), label))
 
 
@@ -177,16 +190,18 @@ class KineticsReader(VideoFolderDataset):
 
     def __init__(self, root: Path | str, split: str = "val", annotations: Path | str | None = None,
                  classes: Sequence[str] | Path | str | None = None, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.root, self.split = Path(root), split
+        super().__init__(root, **kw)
+        self.split = split
         names = ("val", "validate") if split in ("val", "validate") else (split,)
         csv_path = Path(annotations) if annotations is not None else next(
             (p for n in names for p in (self.root / "annotations" / f"{n}.csv", self.root / f"{n}.csv")
              if p.is_file()), None)
+        if annotations is None and csv_path is not None:
+            self.jail.part(csv_path)
         if csv_path is None or not csv_path.is_file():
             raise UsageError(f"{self.root}: no Kinetics CSV for split {split!r} (looked in annotations/ and .)")
         rows = [r for r in read_kinetics_csv(csv_path) if r.get("split") in (None, "", *names)]
-        self.classes = self._classes(classes, csv_path)
+        self.classes = self._classes(classes, csv_path, annotations is not None)
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({r["label"] for r in rows if r.get("label") and r["label"] not in index})
         if unknown:
@@ -200,22 +215,36 @@ class KineticsReader(VideoFolderDataset):
                 continue
             self._items.append(Entry(stem, clips[stem], index[r["label"]] if r.get("label") else -1))
 
-    def _classes(self, classes: Sequence[str] | Path | str | None, csv_path: Path) -> list[str]:
+    def _classes(self, classes: Sequence[str] | Path | str | None, csv_path: Path, explicit: bool) -> list[str]:
+        """``classes`` as given (names or a file), else ``root/classes.txt``, else the labels of the CSVs; files
+        found under the root are confined to it, paths the user names are not."""
         if classes is None and (self.root / "classes.txt").is_file():
-            classes = self.root / "classes.txt"
+            classes = self.jail.part(self.root / "classes.txt")
         if isinstance(classes, (str, Path)):
             return read_lines(Path(classes))
         if classes is not None:
             return list(classes)
         csvs = sorted(csv_path.parent.glob("*.csv")) if csv_path.parent.name == "annotations" else [csv_path]
-        return sorted({r["label"] for p in csvs for r in read_kinetics_csv(p) if r.get("label")})
+        return sorted({r["label"] for p in csvs for r in read_kinetics_csv(p if explicit else self.jail.part(p))
+                       if r.get("label")})
 
     def _index_clips(self, names: Sequence[str]) -> dict[str, Path]:
+        """Clips by stem under the split folder (or the root) and ``replacement*``; symbolic links to folders are
+        followed once each (a loop is walked once), and one that leads out of the root is a UsageError."""
         tops = [self.root / n for n in names if (self.root / n).is_dir()] or [self.root]
         tops += sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith("replacement"))
         clips: dict[str, Path] = {}
+        seen: set[str] = set()
         for top in tops:
-            for dirpath, _, files in os.walk(top):
+            self.jail.part(top)
+            for dirpath, dirs, files in os.walk(top, followlinks=True):
+                real = os.path.realpath(dirpath)
+                if real in seen:
+                    dirs[:] = []
+                    continue
+                seen.add(real)
+                for d in dirs:
+                    self.jail.part(Path(dirpath, d))
                 for f in files:
                     p = Path(dirpath, f)
                     if p.suffix.lower() in VIDEO_EXTS:
