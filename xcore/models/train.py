@@ -90,7 +90,7 @@ def load_split_uint8(reader: ImageNetReader) -> tuple[Tensor, Tensor]:
     """All images of ``reader`` as (N, 3, S, S) uint8 and their labels (N,)."""
     images = []
     for i in range(len(reader)):
-        with Image.open(reader.path(i)) as img:
+        with Image.open(reader.jail.file(reader.path(i))) as img:  # confined to the dataset root
             images.append(reader.transform.to_uint8(img))
     labels = torch.tensor([reader.label(i) for i in range(len(reader))], dtype=torch.long)
     return torch.stack(images), labels
@@ -165,7 +165,7 @@ def fit(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tenso
 
 
 def _image_size(reader: ImageNetReader) -> int:
-    with Image.open(reader.path(0)) as img:
+    with Image.open(reader.jail.file(reader.path(0))) as img:
         return min(img.size)
 
 
