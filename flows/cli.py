@@ -14,6 +14,7 @@ from typing import Any
 
 import typer
 
+from flows.cli_clean import clean
 from flows.cli_demo import demo, train
 from flows.cli_options import fail, parse_assignments, parse_params, with_model_options
 from flows.cli_verify import committed_run, verify
@@ -29,6 +30,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.command()(demo)
 app.command()(train)
 app.command()(verify)
+app.command()(clean)
 
 
 @app.command()

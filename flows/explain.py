@@ -5,6 +5,11 @@
 typed config as the flow's parameter (deployments pass ``config:`` and ``options:`` mappings). Both end **Failed**
 when shards still failed after their retries (the summary is in ``run.json`` either way); a rerun computes only
 the missing shards. Both return ``{"summary": ..., "report": [blocks]}``.
+
+Every entry point passes through :func:`run_pipeline`, which owns the run directory for the whole pipeline
+(:func:`tasks.processes.own_run`: one driver per directory, checked before the plan; a dead driver's leftovers
+stopped; the processes it starts recorded; on a signal, Ray shut down) and starts Ray itself, after the plan and
+only when shards are left, so its own SIGTERM handler does not replace Prefect's and the driver's.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ prefect_env.configure()
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from prefect import flow  # noqa: E402
+from prefect import flow, get_run_logger  # noqa: E402
 
 from tasks.options import RunOptions  # noqa: E402
 from tasks.prefect_tasks import dispatch_task, plan_task, reduce_task, report_task  # noqa: E402
+from tasks.processes import own_run, start_ray  # noqa: E402
 from xcore.io.runs import read_json  # noqa: E402
 from xcore.pipeline import ExplainConfig, open_job  # noqa: E402
 from xcore.pipeline.base import Job  # noqa: E402
@@ -30,16 +36,21 @@ class ShardsFailedError(RuntimeError):
 
 
 def run_pipeline(job: Job, options: RunOptions) -> dict[str, Any]:
-    """The four phases as Prefect tasks; raises :class:`ShardsFailedError` after writing the summary."""
-    todo = plan_task(job)
-    summaries, failed = dispatch_task(job, todo, options)
-    summary = reduce_task(job, summaries, failed)
-    if failed:
-        record = read_json(Path(job.run_dir) / "_manifests" / "failed.json") or {}
-        last = next((f["errors"][-1] for f in record.get("failed", []) if f.get("errors")), "")
-        raise ShardsFailedError(f"{len(failed)} shard(s) failed after {options.max_attempts} attempts: "
-                                f"{failed[:20]}; last error: {last[:300]}")
-    return {"summary": summary, "report": report_task(job)}
+    """The four phases as Prefect tasks in the owned run directory (module docstring); raises
+    :class:`ShardsFailedError` after writing the summary, :class:`~xcore.io.lock.RunOwnedError` (a usage error)
+    when another driver owns the directory."""
+    with own_run(job.run_dir, job.run_key, get_run_logger().warning) as book:
+        todo = plan_task(job)
+        if todo and options.executor == "ray":
+            start_ray(book)
+        summaries, failed = dispatch_task(job, todo, options)
+        summary = reduce_task(job, summaries, failed)
+        if failed:
+            record = read_json(Path(job.run_dir) / "_manifests" / "failed.json") or {}
+            last = next((f["errors"][-1] for f in record.get("failed", []) if f.get("errors")), "")
+            raise ShardsFailedError(f"{len(failed)} shard(s) failed after {options.max_attempts} attempts: "
+                                    f"{failed[:20]}; last error: {last[:300]}")
+        return {"summary": summary, "report": report_task(job)}
 
 
 @flow(name="xcore-job")

@@ -165,7 +165,7 @@ class RayExecutor:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = WAIT_SLICE_S if deadline is None else min(WAIT_SLICE_S, max(0.0, deadline - time.monotonic()))
-            ready, _ = ray.wait(handles, num_returns=1, timeout=left)
+            ready, _ = _signal_safe(ray.wait, handles, num_returns=1, timeout=left)
             if ready or (deadline is not None and time.monotonic() >= deadline):
                 return ready
 
@@ -194,6 +194,20 @@ class RayExecutor:
             ray.kill(s.actor, no_restart=True)
         self.slots = []
         self._request([])
+
+
+def _signal_safe(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; a signal handler that raised inside Ray's Cython code (Ray runs Python's signal
+    handlers while it waits, then reports ``SystemError: ... returned a result with an exception set``) re-raises
+    as the handler's own exception (the driver's ``Interrupted``, Prefect's ``TerminationSignal``), not as an
+    error a task retry would catch."""
+    try:
+        return fn(*args, **kwargs)
+    except SystemError as err:
+        cause = err.__cause__ or err.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None
+        raise
 
 
 def _first_line(err: BaseException) -> str:

@@ -23,7 +23,8 @@ from xcore.core.shards import Shard, plan_shards
 from xcore.data.base import Dataset
 from xcore.datasets import DATASETS, DatasetKind
 from xcore.errors import UsageError
-from xcore.io.runs import RunLayout, git_sha, package_versions, read_json, run_key, write_json_atomic
+from xcore.io.lock import refuse_foreign
+from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
 from xcore.models import load_checkpoint, weights_digest
 from xcore.pipeline.base import JOBS
 from xcore.pipeline.config import ExplainConfig, parse_config
@@ -79,14 +80,9 @@ class ExplainJob:
         return self.dataset_kind.open(cfg["dataset"], cfg["split"], **self.reader_kwargs)
 
     def _check_run_dir(self) -> None:
-        """Refuse a run directory that holds another configuration (its shards would mix with ours)."""
-        info = read_json(self.layout.run_json)
-        keys = {info.get("run_key")} if info else set()
-        records = self.layout.commit_records()
-        keys |= {r.get("run_key") for r in records[:1]}
-        other = sorted(k for k in keys if k and k != self.run_key)
-        if other:
-            raise UsageError(f"{self.run_dir} holds run {other[0]}, not {self.run_key}; choose another --run-id")
+        """Refuse a run directory that holds another configuration (its shards would mix with ours); the driver
+        checks again once it holds the directory's lock (:mod:`xcore.io.lock`)."""
+        refuse_foreign(self.run_dir, self.run_key)
 
     def shards(self) -> list[Shard]:
         return plan_shards(self.n_samples, self.config["shard_size"])
