@@ -110,9 +110,9 @@ def test_a_signalled_driver_stops_everything_it_started(tiny_data, tiny_model, t
         survivors = _wait_gone(started)
     text = log.read_text(errors="replace")
     assert code == 128 + sig, text[-4000:]
-    assert f"error: interrupted by {sig.name}: stopped the actors, Ray" in text
     assert survivors == [], survivors
     assert not (tmp_path / "runs" / "r" / "_manifests" / LOCK_NAME).exists()
+    assert f"error: interrupted by {sig.name}: stopped the actors, Ray" in text
 
 
 def _reference(data: Path, model: Path, out: Path) -> tuple[str, Path]:
