@@ -13,10 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-SITECUSTOMIZE = '''"""Test pause of tests/integration/pause_gate.py."""
-import importlib.abc
+PAUSE = '''"""Test pause of tests/integration/pause_gate.py."""
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -38,7 +36,17 @@ def _patch(module):
     module.RunLayout.write_shard = write_shard
 
 
-class _Pause(importlib.abc.MetaPathFinder):
+'''
+
+
+# The shared tail of every test sitecustomize: a finder that runs the head's ``_patch(module)`` on
+# ``xcore.io.runs`` as it is imported, when the head's ``SHARD`` is set.
+FINDER = '''
+import importlib.abc
+import sys
+
+
+class _Patch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "xcore.io.runs":
             return None
@@ -59,8 +67,16 @@ class _Pause(importlib.abc.MetaPathFinder):
 
 
 if SHARD is not None:
-    sys.meta_path.insert(0, _Pause())
+    sys.meta_path.insert(0, _Patch())
 '''
+
+
+def sitecustomize(head: str) -> str:
+    """A ``sitecustomize`` source: ``head`` (defines ``SHARD`` and ``_patch(module)``) and :data:`FINDER`."""
+    return head + FINDER
+
+
+SITECUSTOMIZE = sitecustomize(PAUSE)
 
 
 def pause_env(folder: Path, shard: int) -> dict[str, str]:

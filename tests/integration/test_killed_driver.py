@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,18 +23,16 @@ from typing import Any
 
 import duckdb
 import pytest
+from pause_gate import XAI, sitecustomize
 
 from flows.prefect_env import TELEMETRY_OFF
 
-XAI = str(Path(sys.executable).parent / "xai")
 GATED = 3  # the shard whose write is cut short
 SHARDS = 5  # 10 samples, 2 per shard
-GATE = '''"""Test gate of test_killed_driver: the first write of shard $XCORE_TEST_GATE_SHARD leaves one whole
-table file and a half-written temp file, writes $XCORE_TEST_GATE_DIR/blocked, then waits to be killed."""
-import importlib.abc
+GATE = sitecustomize('''"""Test gate of test_killed_driver: the first write of shard $XCORE_TEST_GATE_SHARD leaves
+one whole table file and a half-written temp file, writes $XCORE_TEST_GATE_DIR/blocked, then waits to be killed."""
 import io
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -67,29 +64,7 @@ def _patch(module):
     module.write_atomic = write_atomic
 
 
-class _Gate(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "xcore.io.runs":
-            return None
-        for finder in sys.meta_path:
-            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        exec_module = spec.loader.exec_module
-
-        def patched(module):
-            exec_module(module)
-            _patch(module)
-
-        spec.loader.exec_module = patched
-        return spec
-
-
-if SHARD is not None:
-    sys.meta_path.insert(0, _Gate())
-'''
+''')
 
 
 def _env(home: Path, token: str, **extra: str) -> dict[str, str]:
