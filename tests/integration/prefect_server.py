@@ -9,7 +9,6 @@ the server over plain HTTP (``urllib``), so it never imports Prefect.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray_nodes import alive, descendants, free_port
+from ray_nodes import descendants, free_port, kill_survivors
 
 from flows.prefect_env import TELEMETRY_OFF
 
@@ -63,10 +62,7 @@ class Proc:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        for pid in self.known:
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_survivors(self.known)
 
 
 @dataclass

@@ -113,6 +113,14 @@ def alive(pid: int) -> bool:
     return False
 
 
+def kill_survivors(pids: set[int]) -> None:
+    """SIGKILL each of ``pids`` (processes the test started or their descendants) that is still alive."""
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def spawn(cmd: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
     """``cmd`` in its own session (text mode), so :func:`kill_group` also ends what it started."""
     return subprocess.Popen(cmd, env=env, text=True, start_new_session=True, **kwargs)
@@ -173,10 +181,7 @@ class RayNode:
         deadline = time.monotonic() + 5
         while any(alive(p) for p in self.known) and time.monotonic() < deadline:
             time.sleep(0.2)
-        for pid in self.known:
-            if alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_survivors(self.known)
 
 
 @dataclass

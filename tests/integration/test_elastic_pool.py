@@ -61,19 +61,25 @@ def test_driver_feeds_only_ready_workers_and_takes_late_ones(tmp_path):
     assert 1 in ex.slot_of.values() and 2 not in ex.slot_of.values()  # the late one took shards, the absent none
 
 
+def run_on_pool(out, n: int, **options):
+    """``n`` one-shard crash-job shards on a Ray pool built with ``options``: summaries, failed ids, its record."""
+    from tasks.driver import make_executor
+
+    job = open_job(CRASH, {"out": str(out), "n": n, "crash": []})
+    todo, _ = plan(job)
+    ex = make_executor(job, "ray", **options)
+    try:
+        summaries, failed = dispatch(job, todo, ex, backoff=0.0)
+        return summaries, failed, ex.describe()
+    finally:
+        ex.close()
+
+
 @pytest.mark.slow
 def test_a_pending_actor_blocks_nothing(ray_session, tmp_path):
     """Three 1-CPU actors on a 2-CPU instance: two run every shard, the third stays pending."""
-    from tasks.driver import make_executor
 
-    job = open_job(CRASH, {"out": str(tmp_path / "pending"), "n": 6, "crash": []})
-    todo, _ = plan(job)
-    ex = make_executor(job, "ray", actors=3)
-    try:
-        summaries, failed = dispatch(job, todo, ex, backoff=0.0)
-        record = ex.describe()
-    finally:
-        ex.close()
+    summaries, failed, record = run_on_pool(tmp_path / "pending", 6, actors=3)
     assert failed == [] and sorted(s["shard_id"] for s in summaries) == list(range(6))
     assert record["actors_requested"] == 3 and len(record["actors"]) <= 2
     assert sum(a["shards"] for a in record["actors"]) == 6
@@ -98,15 +104,7 @@ def test_an_actor_no_node_can_hold_fails_in_one_line(ray_session, tmp_path):
 @pytest.mark.slow
 def test_min_actors_spreads_the_first_shards(ray_session, tmp_path):
     """``min_actors=2``: no shard is fed before both actors are up, so each of them runs some of the 4 shards."""
-    from tasks.driver import make_executor
 
-    job = open_job(CRASH, {"out": str(tmp_path / "spread"), "n": 4, "crash": []})
-    todo, _ = plan(job)
-    ex = make_executor(job, "ray", actors=2, min_actors=2)
-    try:
-        summaries, failed = dispatch(job, todo, ex, backoff=0.0)
-        record = ex.describe()
-    finally:
-        ex.close()
+    summaries, failed, record = run_on_pool(tmp_path / "spread", 4, actors=2, min_actors=2)
     assert failed == [] and len({s["pid"] for s in summaries}) == 2
     assert sorted(a["shards"] for a in record["actors"]) == [2, 2]  # round robin over the two ready actors

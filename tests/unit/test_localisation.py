@@ -259,9 +259,7 @@ def test_localisation_report_by_hand(tmp_path: Path) -> None:
     layout, shard = RunLayout(tmp_path), Shard(0, 0, 4)
 
     def table(rows: list[tuple]) -> pa.Table:
-        cols = list(zip(*rows, strict=True))
-        return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema, strict=True)],
-                                    schema=schema)
+        return pa.table([pa.array([r[i] for r in rows], type=f.type) for i, f in enumerate(schema)], schema=schema)
 
     layout.write_shard(shard, "k", {  # committed, as readers read only committed files
         layout.table_path("metrics", shard, "a"): table([("s0", 0, "ok", [0.6, 0.4], [0.1, 0.9], [0.5, 0.5]),
