@@ -1,5 +1,5 @@
 """The ``xai`` command line: run, job, summary, query, analyse (and demo, train from :mod:`flows.cli_demo`, verify
-from :mod:`flows.cli_verify`).
+from :mod:`flows.cli_verify`, roar from :mod:`flows.cli_roar`).
 
 Configuration is validated (paths, checkpoint, methods, parameters, layers, metrics) before Ray or Prefect is
 imported: a wrong value prints one line on stderr and exits with code 2. A run exits 0 when every shard was
@@ -17,6 +17,7 @@ import typer
 from flows.cli_clean import clean
 from flows.cli_demo import demo, train
 from flows.cli_options import fail, parse_assignments, parse_params, with_model_options
+from flows.cli_roar import roar
 from flows.cli_verify import committed_run, verify
 from flows.launch import console, execute
 from flows.progress import print_blocks, print_rows
@@ -31,6 +32,7 @@ app.command()(demo)
 app.command()(train)
 app.command()(verify)
 app.command()(clean)
+app.command()(roar)
 
 
 @app.command()
@@ -104,20 +106,27 @@ def analyse(run_dir: Path, method: list[str] = typer.Option([], "--method", help
 
 @app.command()
 def summary(run_dir: Path) -> None:
-    """Mean deletion / insertion AUC per method over status='ok' rows of the committed shards, and the error count
-    (exit 1 with one line when a committed file is unreadable; :mod:`flows.cli_verify`)."""
+    """Mean deletion / insertion AUC per method over status='ok' rows of the committed shards (a roar run: the
+    method × t accuracy table with the AUC per mode), and the error count (exit 1 with one line when a committed
+    file is unreadable; :mod:`flows.cli_verify`)."""
+    from xcore.analysis.roar import summary_blocks
     from xcore.io.query import summarise
+    from xcore.io.runs import read_json
 
+    info = read_json(run_dir / "run.json") or {}
     with committed_run(run_dir) as con:
-        methods = summarise(con)
+        if info.get("kind") == "roar":
+            print_blocks(console, [str(run_dir), *summary_blocks(con, info["config"].get("auc", "trapezoid"))])
+        else:
+            print_rows(console, f"{run_dir}", summarise(con))
         errors = con.execute("SELECT count(*) FROM errors").fetchone()[0]  # type: ignore[index]
-    print_rows(console, f"{run_dir}", methods)
     console.print(f"errors: {errors} (query them with: xai query {run_dir} \"SELECT * FROM errors\")")
 
 
 @app.command()
 def query(run_dir: Path, sql: str) -> None:
-    """Run SQL over the views ``metrics``, ``explanations`` and ``errors`` of a run's committed shards (DuckDB)."""
+    """Run SQL over the views of a run's committed shards (DuckDB): ``metrics``, ``explanations``, ``errors``, and
+    ``roar`` in a roar run."""
     from xcore.io.query import rows
 
     with committed_run(run_dir) as con:

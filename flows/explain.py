@@ -1,6 +1,7 @@
 """Prefect flows: any job kind through plan -> dispatch -> reduce -> report, and the dataset explanation flow.
 
-``run_job(kind, config, options)`` runs any registered job kind (``xcore.pipeline.JOBS``, or a plug-in
+``run_job(kind, config, options)`` runs any registered job kind, after the jobs it requires (``Job.requires``: e.g.
+ROAR's explain runs, each reused when complete) (``xcore.pipeline.JOBS``, or a plug-in
 ``"module:factory"``); ``explain_dataset(config, options)`` is the same pipeline for the explain job, with its
 typed config as the flow's parameter (deployments pass ``config:`` and ``options:`` mappings). Both end **Failed**
 when shards still failed after their retries (the summary is in ``run.json`` either way); a rerun computes only
@@ -55,8 +56,17 @@ def run_pipeline(job: Job, options: RunOptions) -> dict[str, Any]:
 
 @flow(name="xcore-job")
 def run_job(kind: str, config: dict[str, Any], options: RunOptions | None = None) -> dict[str, Any]:
-    """Run job ``kind`` with its config (validated by the job) and the runtime ``options``."""
-    return run_pipeline(open_job(kind, config), options or RunOptions())
+    """Run job ``kind`` with its config (validated by the job) and the runtime ``options``, after the jobs it
+    requires."""
+    return run_chain(open_job(kind, config), options or RunOptions())
+
+
+def run_chain(job: Job, options: RunOptions) -> dict[str, Any]:
+    """Every job ``job`` requires (each through :func:`run_pipeline`, in order; a failed one stops the chain),
+    then ``job`` itself; returns the last result."""
+    for kind, config in job.requires():
+        run_pipeline(open_job(kind, config), options)
+    return run_pipeline(job, options)
 
 
 @flow(name="explain-dataset")

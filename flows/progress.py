@@ -15,23 +15,34 @@ from xcore.analysis.blocks import Block, cell
 
 
 class ShardProgress:
-    """``with ShardProgress(console):`` shows shards done / total, samples/s and the ETA of any dispatch."""
+    """``with ShardProgress(console):`` shows shards (or ROAR units) done / total, samples/s (units/h) and the ETA of
+    every dispatch, one bar per dispatch."""
 
     def __init__(self, console: Console) -> None:
-        self.progress = Progress(TextColumn("shards"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                                  TimeRemainingColumn(), console=console, transient=False)
         self.task = self.progress.add_task("shards", total=None, rate="starting")
         self.samples = 0
         self.started: float | None = None
+        self.total: int | None = None
         self._listen = progress_listener(self.update)
 
     def update(self, summary: dict[str, Any], done: int, total: int) -> None:
-        if self.started is None:  # clock from the start of the first shard, not of the flow
+        """One finished shard (or ROAR unit); a new dispatch of a chained run (``done`` back at 1) starts a new
+        bar, labelled units when its summaries name one."""
+        if self.started is None or (done == 1 and self.total is not None):  # clock from the first shard's start
+            if self.total is not None:
+                self.task = self.progress.add_task("shards", total=None, rate="starting")
             self.started = time.perf_counter() - float(summary.get("seconds", 0.0))
+            self.samples = 0
+        self.total = total
         self.samples += int(summary.get("samples", 0))
-        rate = self.samples / max(1e-9, time.perf_counter() - self.started)
-        self.progress.update(self.task, total=total, completed=done, rate=f"{rate:.1f} samples/s")
+        elapsed = max(1e-9, time.perf_counter() - self.started)
+        unit = "unit" in summary
+        rate = f"{3600 * done / elapsed:.1f} units/h" if unit else f"{self.samples / elapsed:.1f} samples/s"
+        self.progress.update(self.task, total=total, completed=done, rate=rate,
+                             description="units" if unit else "shards")
 
     def __enter__(self) -> ShardProgress:
         self.progress.start()

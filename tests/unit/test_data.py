@@ -147,7 +147,8 @@ def test_reader_on_generated_set(shapes: Path) -> None:
     train = open_dataset("imagenet", shapes, "train", size=SIZE)
     assert len(train) == N_TRAIN * len(syn.WNIDS)
     assert [train.label(i) for i in range(len(train))] == [c for c in range(6) for _ in range(N_TRAIN)]
-    assert train.load(0).meta["mask"] is None
+    train_scene = syn.render_scene(syn.scene_rng(SEED, "train", 0), SIZE, 0)
+    np.testing.assert_array_equal(train.load(0).meta["mask"], train_scene.mask)  # train_masks/ (format 2)
 
 
 def test_open_dataset_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

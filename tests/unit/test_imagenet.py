@@ -1,9 +1,12 @@
 """The ImageNet reader on hand-written real formats (docs/formats/imagenet.md): labels from ``LOC_val_solution.csv``,
 from box XML (Kaggle layout), from devkit ids (which are not class indices), train folders, truncated and greyscale
-files."""
+files; object masks of train images (``train_masks/``, synthetic format 2) and the format upgrade."""
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,12 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from xcore.data import ImageNetReader, ImageTransform
+from xcore.data import ImageNetReader, ImageTransform, generate_images
+from xcore.data import synthetic_images as syn
+from xcore.data.confine import OutsideRootError
 from xcore.datasets import open_dataset
+from xcore.errors import UsageError
+from xcore.io.atomic import materialise_dir
 
 WN = ["n01000003", "n01000001", "n01000002"]  # deliberately not sorted
 SORTED = sorted(WN)
@@ -121,3 +128,110 @@ def test_greyscale_odd_size_file_loads(tmp_path: Path) -> None:
     s = ImageNetReader(tmp_path, "val", size=24).load(0)
     assert s.x.shape == (3, 24, 24) and s.label == 0
     assert s.meta["boxes"] == [[0, 0, 23, 23]]
+
+
+# ---------------------------------------------------------------- object masks of train images (format 2)
+
+
+def test_train_masks_read_through_the_transform_and_confined(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside.png"
+    for w in SORTED:
+        (root / "train" / w).mkdir(parents=True)
+        (root / "train_masks" / w).mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (12, 8)).save(root / "train" / SORTED[1] / f"{name}.JPEG")
+    mask = np.zeros((8, 12), np.uint8)
+    mask[1:4, 2:6] = 255
+    mask[6, 11] = 100  # below the 127 threshold: outside
+    Image.fromarray(mask).save(root / "train_masks" / SORTED[1] / "a.png")
+    Image.fromarray(mask).save(root / "train_masks" / SORTED[0] / "b.png")  # another class's folder: not b's
+    Image.fromarray(mask).save(outside)
+    (root / "train_masks" / SORTED[1] / "c.png").symlink_to(outside)
+    ds = ImageNetReader(root, "train", size=8)  # 12x8 -> centre crop from x = 2
+    expected = np.zeros((8, 8), bool)
+    expected[1:4, 0:4] = True
+    got = ds.load(0).meta["mask"]
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, expected)
+    assert ds.load(1).meta["mask"] is None
+    with pytest.raises(OutsideRootError):
+        ds.load(2)
+    assert ImageNetReader(root, "train", size=8, follow_links=True).load(2).meta["mask"].sum() == 12
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=syn.JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def test_synthetic_train_masks_are_the_scene_masks(tmp_path: Path) -> None:
+    n, size, seed = 2, 32, 4
+    root = generate_images(tmp_path / "shapes", n_train_per_class=n, n_val=2, size=size, seed=seed)
+    assert json.loads((root / ".complete").read_text())["format"] == syn.FORMAT_VERSION == 2
+    ds = ImageNetReader(root, "train", size=size)
+    assert len(ds) == n * len(syn.WNIDS)
+    for i in range(len(ds)):
+        label, k = divmod(i, n)
+        wnid = syn.WNIDS[label]
+        scene = syn.render_scene(syn.scene_rng(seed, "train", i), size, label)
+        with Image.open(root / "train_masks" / wnid / f"{wnid}_{k + 1}.png") as png:
+            assert png.mode == "L" and png.size == (size, size)
+            pixels = np.asarray(png)
+        assert set(np.unique(pixels)) == {0, 255}
+        np.testing.assert_array_equal(pixels == 255, scene.mask)
+        assert (root / "train" / wnid / f"{wnid}_{k + 1}.JPEG").read_bytes() == _jpeg(scene.image)  # as format 1
+        s = ds.load(i)
+        assert s.sample_id == f"{wnid}_{k + 1}" and s.label == label
+        np.testing.assert_array_equal(s.meta["mask"], scene.mask)  # size == image size: identity transform
+    val = ImageNetReader(root, "val", size=size).load(0)
+    scene = syn.render_scene(syn.scene_rng(seed, "val", 0), size, syn.val_labels(seed, 2)[0])
+    np.testing.assert_array_equal(val.meta["mask"], scene.mask)
+
+
+def test_format_1_synthetic_set_is_regenerated(tmp_path: Path) -> None:
+    params = {"n_train_per_class": 1, "n_val": 2, "size": 32, "seed": 1}
+    root = generate_images(tmp_path / "shapes", **params)
+    before = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.JPEG")}
+    shutil.rmtree(root / "train_masks")  # what format 1 wrote: no train masks, marker "format": 1
+    (root / ".complete").write_text(json.dumps({**params, "format": 1}))
+    (root / "stale.txt").write_text("from the old format")
+    assert generate_images(root, **params) == root
+    assert json.loads((root / ".complete").read_text()) == {**params, "format": 2}
+    assert not (root / "stale.txt").exists()  # replaced as a whole, not patched
+    assert sorted(p.name for p in (root / "train_masks").iterdir()) == list(syn.WNIDS)
+    assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.JPEG")} == before
+    (root / ".complete").write_text(json.dumps({**params, "format": 1, "n_val": 3}))  # other parameters too
+    with pytest.raises(UsageError, match="force"):
+        generate_images(root, **params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # no temp or old folder left behind
+
+
+def test_materialise_dir_upgrades_only_a_different_format(tmp_path: Path) -> None:
+    calls: list[Path] = []
+
+    def write(folder: Path) -> None:
+        calls.append(folder)
+        (folder / "data.txt").write_text(f"v{len(calls)}")
+
+    root, params = tmp_path / "d", {"format": 2, "a": 1}
+    for old, upgraded in [({"format": 2, "a": 1}, False), ({"format": 1, "a": 1}, True), ({"a": 1}, True),
+                          ({"format": 3, "a": 1}, True), ({"format": 1, "a": 2}, None), ({"format": 1}, None),
+                          ({"format": 1, "a": 1, "b": 0}, None)]:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir()
+        (root / "data.txt").write_text("v0")
+        (root / ".complete").write_text(json.dumps(old))
+        calls.clear()
+        if upgraded is None:
+            with pytest.raises(UsageError, match="other parameters"):
+                materialise_dir(root, params, write)
+            assert (root / "data.txt").read_text() == "v0" and json.loads((root / ".complete").read_text()) == old
+            continue
+        assert materialise_dir(root, params, write) == root
+        assert len(calls) == int(upgraded)
+        assert (root / "data.txt").read_text() == ("v1" if upgraded else "v0")
+        assert json.loads((root / ".complete").read_text()) == (params if upgraded else old)
+    (root / ".complete").write_text(json.dumps({"a": 0}))
+    with pytest.raises(UsageError):  # params without a "format" key: any difference is foreign
+        materialise_dir(root, {"a": 1}, write)

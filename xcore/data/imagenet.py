@@ -110,8 +110,9 @@ class ImageNetReader:
     """The :class:`~xcore.data.base.Dataset` of an ImageNet-style ``split`` ("val" or "train") under ``root``.
 
     ``load(i)`` returns a :class:`Sample` whose ``meta`` holds ``boxes`` (all annotated objects, in the
-    coordinates of ``x``), ``mask`` (bool array from ``val_masks/<stem>.png``, or ``None``), ``path`` and
-    ``wnid``. A corrupt or truncated image raises from PIL. ``follow_links``: let symbolic links lead out of
+    coordinates of ``x``), ``mask`` (bool array from ``val_masks/<stem>.png``, for train images from
+    ``train_masks/<wnid>/<stem>.png``, in the coordinates of ``x``; ``None`` when there is no such file), ``path``
+    and ``wnid``. A corrupt or truncated image raises from PIL. ``follow_links``: let symbolic links lead out of
     ``root`` (:mod:`xcore.data.confine`).
     """
 
@@ -129,7 +130,7 @@ class ImageNetReader:
         self.transform = transform if transform is not None else ImageTransform(size)
         self._objects: dict[str, list[tuple[str, list[int]]]] = {}
         self._xml_dir = _first_dir(self.root, XML_DIRS) if split == "val" else None
-        self._mask_dir = self.root / "val_masks" if split == "val" else None
+        self._mask_dir = self.root / f"{split}_masks"
         devkit = None
         train_dir = _first_dir(self.root, TRAIN_DIRS)
         mapping = self.root / "LOC_synset_mapping.txt"
@@ -237,9 +238,11 @@ class ImageNetReader:
             objects = read_box_xml(self.jail.file(self._xml_dir / f"{stem}.xml"))
         return [box for _, box in objects or [] if len(box) == 4]
 
-    def _mask(self, stem: str) -> np.ndarray | None:
-        path = self._mask_dir / f"{stem}.png" if self._mask_dir is not None else None
-        if path is None or not path.is_file():
+    def _mask(self, image: Path) -> np.ndarray | None:
+        """The object mask of ``image``: ``val_masks/<stem>.png``; ``train_masks/<wnid folder>/<stem>.png``."""
+        folder = self._mask_dir / image.parent.name if self.split == "train" else self._mask_dir
+        path = folder / f"{image.stem}.png"
+        if not path.is_file():
             return None
         with Image.open(self.jail.file(path)) as m:
             return np.asarray(m.convert("L")) > 127
@@ -257,7 +260,7 @@ class ImageNetReader:
             "path": str(path),
             "wnid": self.classes[self._labels[index]],
         }
-        mask = self._mask(stem)
+        mask = self._mask(path)
         if mask is not None:
             meta["mask"] = self.transform.map_mask(mask)
         return Sample(stem, x, self._labels[index], meta)

@@ -12,6 +12,11 @@ Layout written by :func:`generate_images` (ImageNet conventions, Kaggle CLS-LOC 
 
     LOC_synset_mapping.txt   train/<wnid>/<wnid>_<k>.JPEG   val/ILSVRC2012_val_<8 digits>.JPEG
     val_boxes/<stem>.xml     val_masks/<stem>.png           LOC_val_solution.csv    .complete
+    train_masks/<wnid>/<wnid>_<k>.png
+
+Masks are ``L``-mode PNGs, 255 inside the label-deciding object and 0 elsewhere. Format 2 added ``train_masks/``
+(ROAR/KAR's ground-truth oracle ranks train images too); its images are byte-identical to format 1's, and
+:func:`~xcore.io.atomic.materialise_dir` regenerates a format-1 folder of the same parameters in place.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from PIL import Image, ImageDraw
 from xcore.errors import UsageError
 from xcore.io.atomic import materialise_dir
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: train_masks/ (format 1 had val_masks/ only)
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "star", "ring")
 WNIDS: tuple[str, ...] = tuple(f"n09{k:06d}" for k in range(len(SHAPES)))
 """Fake but well-formed WNIDs; sorted order equals class order."""
@@ -210,15 +215,22 @@ def box_xml(stem: str, size: int, wnid: str, box: list[int]) -> str:
     )
 
 
+def save_mask(mask: np.ndarray, path: Path) -> None:
+    """Write a bool (H, W) mask as an ``L``-mode PNG: 255 inside, 0 outside (val and train masks alike)."""
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+
+
 def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int) -> None:
     mapping = "".join(f"{w} {n}\n" for w, n in zip(WNIDS, CLASS_NAMES, strict=True))
     (tmp / "LOC_synset_mapping.txt").write_text(mapping)
     for label, wnid in enumerate(WNIDS):
-        folder = tmp / "train" / wnid
+        folder, masks = tmp / "train" / wnid, tmp / "train_masks" / wnid
         folder.mkdir(parents=True)
+        masks.mkdir(parents=True)
         for k in range(n_train_per_class):
             scene = render_scene(scene_rng(seed, "train", label * n_train_per_class + k), size, label)
             scene.image.save(folder / f"{wnid}_{k + 1}.JPEG", quality=JPEG_QUALITY)
+            save_mask(scene.mask, masks / f"{wnid}_{k + 1}.png")
     for sub in ("val", "val_boxes", "val_masks"):
         (tmp / sub).mkdir()
     rows = ["ImageId,PredictionString"]
@@ -226,7 +238,7 @@ def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int) 
         stem, wnid = val_stem(i), WNIDS[label]
         scene = render_scene(scene_rng(seed, "val", i), size, label)
         scene.image.save(tmp / "val" / f"{stem}.JPEG", quality=JPEG_QUALITY)
-        Image.fromarray(scene.mask.astype(np.uint8) * 255).save(tmp / "val_masks" / f"{stem}.png")
+        save_mask(scene.mask, tmp / "val_masks" / f"{stem}.png")
         box = scene.box
         (tmp / "val_boxes" / f"{stem}.xml").write_text(box_xml(stem, size, wnid, box))
         rows.append(f"{stem},{wnid} {' '.join(map(str, box))}")
@@ -237,8 +249,9 @@ def generate_images(root: Path | str, *, n_train_per_class: int = DEFAULT_TRAIN_
              size: int = 112, seed: int = 0, force: bool = False) -> Path:
     """Write the synthetic dataset under ``root`` (idempotent, atomic) and return ``root``.
 
-    A matching ``root/.complete`` marker means the data is already there: nothing is done. A root holding
-    anything else (other parameters, foreign files) is only replaced with ``force=True``. Files are written
+    A matching ``root/.complete`` marker means the data is already there: nothing is done. A marker that differs
+    only in ``format`` (an older generator's output of the same set) is regenerated. A root holding anything else
+    (other parameters, foreign files) is only replaced with ``force=True``. Files are written
     into a hidden sibling folder that is renamed into place, so an interrupted run never looks complete.
     """
     root = Path(root)

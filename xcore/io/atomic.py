@@ -107,22 +107,25 @@ def materialise_dir(root: Path | str, params: dict[str, Any], write: Callable[[P
                     force: bool = False, what: str = "data") -> Path:
     """Make ``root`` hold what ``write(folder)`` writes, once per ``params``, atomically; return ``root``.
 
-    A ``root/.complete`` marker equal to ``params`` means the folder is already there: nothing is done. A root
-    holding anything else (other parameters, foreign files) raises :class:`UsageError` unless ``force``. ``write``
-    fills a hidden sibling folder, which gets the marker and is then renamed into place, so an interrupted run
-    never looks complete.
+    A ``root/.complete`` marker equal to ``params`` means the folder is already there: nothing is done. A marker
+    equal to ``params`` in every key but a different ``"format"`` (or none) is an older generator's output of the
+    same data: it is regenerated and replaced, as with ``force``. A root holding anything else (other parameters,
+    foreign files) raises :class:`UsageError` unless ``force``. ``write`` fills a hidden sibling folder, which gets
+    the marker and is then renamed into place, so an interrupted run never looks complete (and an interrupted
+    upgrade leaves the old format in place).
     """
     from xcore.errors import UsageError
 
     root = Path(root)
     marker = root / ".complete"
     if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text()) == params:
-                return root
-        except (OSError, ValueError):
-            pass
-        raise UsageError(f"{root} holds synthetic {what} made with other parameters; pass force=True to replace it")
+        found = read_json(marker)
+        if found == params:
+            return root
+        if found is None or "format" not in params or {**found, "format": params["format"]} != params:
+            raise UsageError(f"{root} holds synthetic {what} made with other parameters; pass force=True to "
+                             "replace it")
+        force = True  # same parameters, older format: regenerate
     if not force and root.exists() and any(root.iterdir()):
         raise UsageError(f"{root} exists and is not complete synthetic {what}; pass force=True to replace it")
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""DuckDB over a run's Parquet tables: views ``metrics``, ``explanations``, ``errors`` and the per-method summary.
+"""DuckDB over a run's Parquet tables: one view per committed table (``metrics``, ``explanations``, ``errors``,
+``roar``, ...) and the per-method summary.
 
 Each view reads exactly the files listed by the commit records of the run's key (``read_parquet([...])``,
 :func:`xcore.io.commits.committed_files`), never a glob: a copied ``shard-000003.backup.parquet``, a shard
@@ -31,7 +32,8 @@ def _sql_list(paths: list[Path]) -> str:
 
 
 def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with one view per table over the committed files of run ``run_key``
+    """An in-memory DuckDB connection with one view per table (:data:`TABLES` and every other table the commit
+    records list, e.g. ``roar``) over the committed files of run ``run_key``
     (default: the run's own key, :func:`xcore.io.commits.resolve_key`) under ``run_dir``. A table without
     committed files is an empty view. Raises :class:`xcore.errors.UsageError` when the key is ambiguous and
     ``duckdb.Error`` when a committed file cannot be read."""
@@ -40,7 +42,7 @@ def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyC
     tables = committed_files(root, key) if key else {}
     con = duckdb.connect()
     try:
-        for table in TABLES:
+        for table in sorted(set(TABLES) | set(tables)):  # the explain tables always; a job's own (roar) when there
             files = tables.get(table, [])
             if files:
                 hive = ", hive_types = {'method': 'VARCHAR'}" if any(p.parent.name.startswith("method=")

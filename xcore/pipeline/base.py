@@ -51,6 +51,11 @@ class Job(Protocol):
 
     def reduce(self, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]: ...
 
+    def requires(self) -> list[tuple[str, dict[str, Any]]]:
+        """Jobs ``(kind, config)`` to run, in order, before this one (e.g. the explain runs whose maps ROAR
+        reads); each goes through the same pipeline, so a complete one is reused as it is."""
+        ...
+
     def report(self, methods: list[str] | None = None) -> list[Block]:
         """Analyses after the shards are reduced (files under ``<run_dir>/analysis``), as blocks to show."""
         ...
@@ -61,7 +66,11 @@ class Job(Protocol):
 
 
 class BaseJob:
-    """Defaults for the optional parts of :class:`Job`: no report, and the summary's scalar values as lines."""
+    """Defaults for the optional parts of :class:`Job`: nothing required first, no report, and the summary's
+    scalar values as lines."""
+
+    def requires(self) -> list[tuple[str, dict[str, Any]]]:
+        return []
 
     def report(self, methods: list[str] | None = None) -> list[Block]:
         return []

@@ -21,26 +21,21 @@ C = TypeVar("C", bound=BaseModel)
 Params = dict[str, dict[str, Any]]
 
 
-class ExplainConfig(BaseModel):
-    """Explanations + metrics for every sample of a dataset split, one Parquet shard at a time."""
+class DatasetJobConfig(BaseModel):
+    """The fields and checks every dataset job shares: data, checkpoint, methods, output, batching, device, seed."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     dataset: str = Field(description="dataset root")
     model: str = Field(description="checkpoint (.pt with a .json sidecar)")
     methods: Params = Field(description="explanation methods {name: params}", json_schema_extra={"cli": False})
-    metrics: Params = Field(default_factory=lambda: {"deletion_insertion": {}},
-                            description="metrics {name: params}", json_schema_extra={"cli": False})
     out: str = Field("runs", description="output root; the run goes to OUT/RUN_ID")
     run_id: str | None = Field(None, description="run directory name (default: the run key)")
-    split: str = Field("val", description="split; for NTU a bare part means the checkpoint's benchmark")
     dataset_kind: str | None = Field(None, description="a registered dataset kind (default: the checkpoint's)")
     shard_size: int = Field(256, ge=1, description="samples per shard (one Parquet file per table)")
     batch_size: int = Field(16, ge=1, description="samples per explain batch")
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
     seed: int = Field(0, description="seed of the seeded methods (per sample: seed and sample index)")
-    target: Literal["pred", "label"] = Field(
-        "pred", description="explained class: pred (clean prediction) or label (ground truth)")
     reader: dict[str, Any] = Field(default_factory=dict, description="reader options over the checkpoint's",
                                    json_schema_extra={"cli": False})
 
@@ -55,7 +50,7 @@ class ExplainConfig(BaseModel):
         check_writable_dir(Path(v))
         return v
 
-    @field_validator("methods", "metrics", mode="before")
+    @field_validator("methods", "metrics", mode="before", check_fields=False)
     @classmethod
     def _params(cls, v: Any) -> Any:  # ``{gradcam: }`` in YAML: no parameters
         return {k: ({} if p is None else p) for k, p in v.items()} if isinstance(v, dict) else v
@@ -66,6 +61,65 @@ class ExplainConfig(BaseModel):
         if not v:
             raise ValueError("name at least one explanation method")
         return v
+
+
+class ExplainConfig(DatasetJobConfig):
+    """Explanations + metrics for every sample of a dataset split, one Parquet shard at a time."""
+
+    metrics: Params = Field(default_factory=lambda: {"deletion_insertion": {}},
+                            description="metrics {name: params}", json_schema_extra={"cli": False})
+    split: str = Field("val", description="split; for NTU a bare part means the checkpoint's benchmark")
+    target: Literal["pred", "label"] = Field(
+        "pred", description="explained class: pred (clean prediction) or label (ground truth)")
+
+
+ROAR_FRACTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+class RoarConfig(DatasetJobConfig):
+    """ROAR / KAR (remove / keep and retrain) and ROAD's retrain-free check over a dataset's train and test splits.
+
+    Defaults are the thesis protocol (Hartley 2021, §2.4.2.3, §3.5.2, §3.7.2.2): t in {0, 10, 30, 50, 70, 90} %,
+    5 repeats, spatial ranking, replacement by the per-channel mean (0 after normalisation). ``ranking="value"``
+    is the reference-code mode of Hooker et al. 2019; ``imputation="noisy_linear"`` and ``retrain=False`` are ROAD
+    (Rong et al. 2022). Everything that changes a unit's result is part of the run key.
+    """
+
+    model: str = Field(description="the clean checkpoint: explained, and its architecture retrained")
+    methods: Params = Field(description="explanation methods {name: params}; 'oracle' is the ground-truth mask",
+                            json_schema_extra={"cli": False})
+    train_split: str = Field("train", description="split the retrained models learn from")
+    test_split: str = Field("val", description="split the retrained (or original) models are evaluated on")
+    fractions: list[float] = Field(list(ROAR_FRACTIONS), description="removed / kept fractions t in [0, 1]",
+                                   json_schema_extra={"cli": False})
+    modes: list[Literal["roar", "kar", "lerf"]] | None = Field(
+        None, description="roar (remove the top t), kar (keep the top t), lerf (remove the bottom t); default "
+        "roar + kar when retraining, roar (= ROAD's MoRF) + lerf without", json_schema_extra={"cli": False})
+    repeats: int | None = Field(None, ge=1, description="retrainings per (method, mode, t) (default 5; 1 with "
+                                "--no-retrain)")
+    retrain: bool = Field(True, description="retrain a model per unit (ROAR / KAR); false: ROAD's retrain-free "
+                          "check, the original model on the degraded test split")
+    ranking: Literal["pixel", "value"] = Field(
+        "pixel", description="pixel: rank locations, replace all channels (thesis); value: rank (row, col, channel) "
+        "values of the squared, min-max saliency (reference code)")
+    imputation: Literal["mean", "noisy_linear"] = Field("mean", description="mean: 0 after normalisation; "
+                                                        "noisy_linear: ROAD's imputation")
+    noise: float = Field(0.01, ge=0, description="noisy_linear: noise std on [0, 1] images (ROAD: 0.01)")
+    epochs: int | None = Field(None, ge=1, description="retraining epochs (default: the checkpoint's recipe)")
+    train_batch_size: int | None = Field(None, ge=1, description="global retraining batch (default: checkpoint's)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (default: the checkpoint's recipe)")
+    weight_decay: float | None = Field(None, ge=0, description="weight decay (default: the checkpoint's recipe)")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="optimizer of the retraining")
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes per unit (0: in the actor)")
+    auc: Literal["trapezoid", "uniform"] = Field(
+        "trapezoid", description="AUC of a curve: trapezoid over the true fractions, or uniform (RISE formula)")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= t <= 1.0 for t in v) or len(set(v)) != len(v):
+            raise ValueError("fractions must be distinct values in [0, 1]")
+        return sorted(float(t) for t in v)
 
 
 def check_writable_dir(path: Path) -> None:

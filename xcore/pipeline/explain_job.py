@@ -26,7 +26,7 @@ from xcore.errors import UsageError
 from xcore.io.lock import refuse_foreign
 from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
 from xcore.models import load_checkpoint, weights_digest
-from xcore.pipeline.base import JOBS
+from xcore.pipeline.base import JOBS, BaseJob
 from xcore.pipeline.config import ExplainConfig, parse_config
 
 
@@ -36,7 +36,7 @@ def resolve_device(device: str | None) -> str:
 
 
 @JOBS.register("explain")
-class ExplainJob:
+class ExplainJob(BaseJob):
     """Driver side of the explain job (see the module docstring); implements ``xcore.pipeline.base.Job``."""
 
     kind = "explain"
