@@ -102,8 +102,9 @@ class RoarConfig(DatasetJobConfig):
     ranking: Literal["pixel", "value"] = Field(
         "pixel", description="pixel: rank locations, replace all channels (thesis); value: rank (row, col, channel) "
         "values of the squared, min-max saliency (reference code)")
-    imputation: Literal["mean", "noisy_linear"] = Field("mean", description="mean: 0 after normalisation; "
-                                                        "noisy_linear: ROAD's imputation")
+    imputation: Literal["mean", "noisy_linear"] | None = Field(
+        None, description="mean: 0 after normalisation (thesis); noisy_linear: ROAD's imputation (default: mean "
+        "when retraining, noisy_linear without, as ROAD publishes it)")
     noise: float = Field(0.01, ge=0, description="noisy_linear: noise std on [0, 1] images (ROAD: 0.01)")
     epochs: int | None = Field(None, ge=1, description="retraining epochs (default: the checkpoint's recipe)")
     train_batch_size: int | None = Field(None, ge=1, description="global retraining batch (default: checkpoint's)")

@@ -70,6 +70,7 @@ class RoarJob(BaseJob):
                              f"{self.dataset_kind.modality}")
         cfg["modes"] = cfg["modes"] or (["roar", "kar"] if cfg["retrain"] else ["roar", "lerf"])
         cfg["repeats"] = cfg["repeats"] or (5 if cfg["retrain"] else 1)
+        cfg["imputation"] = cfg["imputation"] or ("mean" if cfg["retrain"] else "noisy_linear")
         self.iid = cfg["ranking"] == "value"  # the reference code's random baseline: i.i.d. selection
         explained = {m: p for m, p in cfg["methods"].items() if m != ORACLE and not (self.iid and m == "random")}
         self.splits = [cfg["train_split"], cfg["test_split"]] if cfg["retrain"] else [cfg["test_split"]]
