@@ -64,15 +64,20 @@ def shipped(server: PrefectServer) -> dict[str, Any]:
     return {"result": res, "before": before, "after": SHIPPED.read_bytes(), "spec": yaml.safe_load(before)}
 
 
-def test_shipped_file_deploys_both_deployments_with_their_environment(server: PrefectServer,
-                                                                     shipped: dict[str, Any]) -> None:
+FLOWS = {"explain-nightly": FLOW, "explain-weekly-baselines": FLOW, "road-daily": "roar"}
+ENTRYPOINTS = {FLOW: "flows/explain.py:explain_dataset", "roar": "flows/roar.py:roar_dataset"}
+
+
+def test_shipped_file_deploys_every_deployment_with_its_environment(server: PrefectServer,
+                                                                    shipped: dict[str, Any]) -> None:
     ok(shipped["result"], server)
     assert shipped["after"] == shipped["before"], "prefect deploy rewrote infra/prefect/prefect.yaml"
     wanted = {d["name"]: d for d in shipped["spec"]["deployments"]}
-    assert set(wanted) == {"explain-nightly", "explain-weekly-baselines"}
+    assert set(wanted) == set(FLOWS)
     for name, spec in wanted.items():
-        dep = json.loads(ok(server.cli("deployment", "inspect", f"{FLOW}/{name}", "--output", "json"), server))
-        assert dep["entrypoint"] == "flows/explain.py:explain_dataset"
+        flow = FLOWS[name]
+        dep = json.loads(ok(server.cli("deployment", "inspect", f"{flow}/{name}", "--output", "json"), server))
+        assert dep["entrypoint"] == ENTRYPOINTS[flow]
         assert dep["work_pool_name"] == POOL
         assert dep["job_variables"] == {"env": {"RAY_ADDRESS": "auto", "RAY_USAGE_STATS_ENABLED": "0"}}, name
         assert dep["parameters"] == spec["parameters"]
@@ -83,11 +88,12 @@ def test_shipped_file_deploys_both_deployments_with_their_environment(server: Pr
 
 def test_scheduler_plans_the_shipped_cron_schedules(server: PrefectServer, shipped: dict[str, Any]) -> None:
     ok(shipped["result"], server)
-    wanted = {"explain-nightly": (None, 2), "explain-weekly-baselines": (6, 4)}  # (weekday or any, hour), Berlin
+    wanted = {"explain-nightly": (None, 2), "explain-weekly-baselines": (6, 4),
+              "road-daily": (None, 5)}  # (weekday or any, hour), Berlin
     berlin = ZoneInfo("Europe/Berlin")
     deadline = time.monotonic() + 60
     for name, (weekday, hour) in wanted.items():
-        dep = server.deployment(FLOW, name)
+        dep = server.deployment(FLOWS[name], name)
         while not (runs := [r for r in server.flow_runs(dep["id"]) if r["auto_scheduled"]]):
             assert time.monotonic() < deadline, f"the scheduler made no run of {name} in 60 s\n{server.logs()}"
             time.sleep(1)
@@ -101,7 +107,7 @@ def test_scheduler_plans_the_shipped_cron_schedules(server: PrefectServer, shipp
 def test_list_commands_exit_0(server: PrefectServer, shipped: dict[str, Any]) -> None:
     ok(shipped["result"], server)
     listed = ok(server.cli("deployment", "ls"), server)
-    assert f"{FLOW}/explain-nightly" in listed and f"{FLOW}/explain-weekly-baselines" in listed
+    assert all(f"{FLOWS[name]}/{name}" in listed for name in FLOWS), listed
     runs = server.flow_runs(server.deployment(FLOW, "explain-nightly")["id"])
     listed = ok(server.cli("flow-run", "ls"), server)
     assert any(r["name"] in listed for r in runs), listed
