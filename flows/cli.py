@@ -88,14 +88,15 @@ def read_config(path: Path) -> dict[str, Any]:
 @app.command()
 def analyse(run_dir: Path, method: list[str] = typer.Option([], "--method", help="only these methods (repeat)")
             ) -> None:
-    """The run's report under RUN_DIR/analysis, as its dataset kind defines it (skeleton: joint importance,
-    faithfulness, contrastivity, figures; video: deletion / insertion, localisation error, mass in boxes)."""
+    """The run's report under RUN_DIR/analysis, as its job and dataset kind define it (skeleton: joint importance,
+    faithfulness, contrastivity, figures; video: deletion / insertion, localisation error, mass in boxes; roar:
+    curves, AUCs, figure)."""
     from xcore.io.runs import read_json
     from xcore.pipeline import open_job
 
     info = read_json(run_dir / "run.json") or {}
-    if not (run_dir / "explanations").is_dir() or not info.get("kind"):
-        raise fail(UsageError(f"{run_dir} holds no finished run (no explanations table or run.json)"))
+    if not info.get("kind") or not info.get("config"):
+        raise fail(UsageError(f"{run_dir} holds no finished run (no run.json)"))
     try:
         blocks = open_job(info["kind"], {**info["config"], "run_id": run_dir.name,
                                          "out": str(run_dir.parent)}).report(method or None)

@@ -81,20 +81,26 @@ def notes(curve_rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def write_report(run_dir: Path | str, run_key: str, rule: str = "trapezoid") -> dict[str, Any]:
-    """Curves, AUCs and notes of the run -> ``analysis/roar_curves.parquet``, ``roar.json``, ``roar.png``."""
+def analyse(run_dir: Path | str, run_key: str, rule: str = "trapezoid") -> dict[str, Any]:
+    """Curves, AUCs and notes over the committed units of run ``run_key`` (nothing written)."""
     from xcore.io.query import connect
 
-    root = Path(run_dir) / "analysis"
     con = connect(run_dir, run_key)
     try:
         rows = unit_rows(con)
     finally:
         con.close()
     curve_rows = curves(rows)
-    report = {"run_key": run_key, "rule": rule, "curves": curve_rows, "auc": aucs(curve_rows, rule),
-              "notes": notes(curve_rows), "units_ok": sum(r.get("status") == "ok" for r in rows),
-              "units_error": sum(r.get("status") != "ok" for r in rows)}
+    return {"run_key": run_key, "rule": rule, "curves": curve_rows, "auc": aucs(curve_rows, rule),
+            "notes": notes(curve_rows), "units_ok": sum(r.get("status") == "ok" for r in rows),
+            "units_error": sum(r.get("status") != "ok" for r in rows)}
+
+
+def write_report(run_dir: Path | str, run_key: str, rule: str = "trapezoid") -> dict[str, Any]:
+    """:func:`analyse` -> ``analysis/roar_curves.parquet``, ``roar.json`` and ``roar.png``; returns it."""
+    root = Path(run_dir) / "analysis"
+    report = analyse(run_dir, run_key, rule)
+    curve_rows = report["curves"]
     root.mkdir(parents=True, exist_ok=True)
     schema = pa.schema([("method", pa.string()), ("mode", pa.string()), ("fraction", pa.float64()),
                         ("mean", pa.float64()), ("std", pa.float64()), ("repeats", pa.int64())])

@@ -164,11 +164,11 @@ class RoarJob(BaseJob):
         return RoarWorker(self, resolve_device(device or self.config["device"]))
 
     def reduce(self, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]:
-        """Curves and AUCs over every committed unit -> ``analysis/`` and ``run.json``; returns the summary."""
-        from xcore.analysis.roar import write_report
+        """Curves and AUCs over every committed unit -> ``run.json``; returns the summary."""
+        from xcore.analysis.roar import analyse
 
         records = [r for r in self.layout.commit_records() if r.get("run_key") == self.run_key]
-        report = write_report(self.run_dir, self.run_key, self.config["auc"]) if records else {}
+        report = analyse(self.run_dir, self.run_key, self.config["auc"]) if records else {}
         wall = time.time() - self.created
         computed = sum(s.get("seconds", 0.0) for s in summaries)
         summary = {"run_key": self.run_key, "run_dir": self.run_dir, "units": len(self.units),
@@ -187,12 +187,23 @@ class RoarJob(BaseJob):
             "summary": summary, "finished_at": time.time()})
         return summary
 
-    def describe(self, summary: dict[str, Any]) -> list[Block]:
-        from xcore.analysis.roar import blocks
+    def report(self, methods: list[str] | None = None) -> list[Block]:
+        """``analysis/roar.json``, ``roar_curves.parquet`` and ``roar.png`` from the committed units; the method × t
+        tables with the AUC per mode (only ``methods`` when given) and the notes, as blocks."""
+        from xcore.analysis.roar import blocks, write_report
 
+        if not self.layout.committed_files(self.run_key).get("roar"):
+            return []
+        rep = write_report(self.run_dir, self.run_key, self.config["auc"])
+        keep = set(methods or self.config["methods"])
+        return blocks([c for c in rep["curves"] if c["method"] in keep],
+                      [a for a in rep["auc"] if a["method"] in keep], rep["notes"])
+
+    def describe(self, summary: dict[str, Any]) -> list[Block]:
+        """Unit counts and rate, failed units and the error count (the tables are the report's)."""
         lines: list[Block] = [f"{k.replace('_', ' ')}: {summary[k]}" for k in
                               ("units", "units_complete", "units_computed", "units_per_hour", "errors")
                               if summary.get(k) is not None]
         if summary.get("units_failed"):
             lines.append(f"failed units: {summary['units_failed']}")
-        return [*lines, *blocks(summary.get("curves", []), summary.get("auc", []), summary.get("notes", []))]
+        return lines
