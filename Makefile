@@ -24,8 +24,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests/unit
-	$(VENV)/bin/python -m pytest -q tests/integration -m "not engine"
-	$(VENV)/bin/python -m pytest -q tests/integration -m engine
+	$(VENV)/bin/python -m pytest -q --durations=12 tests/integration -m "not engine"
+	$(VENV)/bin/python -m pytest -q --durations=8 tests/integration -m engine
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'

@@ -1,6 +1,6 @@
 """ROAR / KAR / ROAD on the embedded shapes data: the default generator at 64 px with 80 train images per class, a
-clean SmallCNN trained here, and a reduced retraining recipe (5 epochs, t in {0, 30, 90}, 2 repeats; ROAD at
-t in {0, 50, 90}). Checks the report's values against the ground truth, that a unit rerun repeats its accuracy
+clean SmallCNN trained here, and a reduced retraining recipe (4 epochs, t in {0, 30}, 2 repeats; ROAD's MoRF at
+t in {0, 50}). Checks the report's values against the ground truth, that a unit rerun repeats its accuracy
 exactly, and that an actor killed in a unit leaves exactly one row per unit."""
 
 from __future__ import annotations
@@ -49,24 +49,24 @@ def test_roar_kar_and_road_on_shapes(shapes, tmp_path, ray_session, prefect_harn
     out = tmp_path / "runs"
     base = ["roar", "--dataset", str(root), "--model", str(model), "--out", str(out), "-m", "oracle", "-m",
             "random", "--shard-size", "128", "--batch-size", "40"]
-    res = invoke([*base, "--mode", "roar", "--mode", "kar", "-t", "0", "-t", "0.3", "-t", "0.9", "--repeats", "2",
-                  "--epochs", "5", "--run-id", "retrain"])
+    res = invoke([*base, "--mode", "roar", "--mode", "kar", "-t", "0", "-t", "0.3", "--repeats", "2",
+                  "--epochs", "4", "--run-id", "retrain"])
     assert "KAR accuracy" in res.stdout and "ROAR accuracy" in res.stdout
     run = out / "retrain"
     mean = curve(run)
     # KAR at 30 %: the oracle keeps the object (and its surroundings), random a disc around a random point
-    assert mean["oracle", "kar", 0.3] > mean["random", "kar", 0.3] + 0.1, mean  # 0.47 against 0.14
+    assert mean["oracle", "kar", 0.3] > mean["random", "kar", 0.3] + 0.1, mean  # 0.43 against 0.18
     assert (run / "analysis" / "roar.png").stat().st_size > 10_000
     con = connect(run)
     rows = con.execute("SELECT unit, method, mode, fraction, repeat, accuracy, n_test, status FROM roar "
                        "ORDER BY unit").fetchall()
     con.close()
-    assert [r[0] for r in rows] == list(range(24)) and {r[7] for r in rows} == {"ok"}
+    assert [r[0] for r in rows] == list(range(16)) and {r[7] for r in rows} == {"ok"}
     assert {r[6] for r in rows} == {120}
     summary = invoke(["summary", str(run)])
     assert "KAR accuracy" in summary.stdout and "AUC" in summary.stdout
     query = invoke(["query", str(run), "SELECT count(*) AS n, count(DISTINCT unit) AS units FROM roar"])
-    assert "24" in query.stdout
+    assert "16" in query.stdout
 
     # a unit rerun after its row was deleted gives the same accuracy (same device, same thread count: 1)
     job = open_job("roar", json.loads((run / "run.json").read_text())["config"])
@@ -84,7 +84,8 @@ def test_roar_kar_and_road_on_shapes(shapes, tmp_path, ray_session, prefect_harn
     assert again["accuracy"] == before and job.is_complete(shard)
 
     # ROAD: the original model on the noisy-linear imputed test split (MoRF = roar, LeRF), no retraining
-    invoke([*base, "--no-retrain", "-t", "0", "-t", "0.5", "-t", "0.9", "--executor", "local", "--run-id", "road"])
+    invoke([*base, "--no-retrain", "--mode", "roar", "-t", "0", "-t", "0.5", "--executor", "local",
+            "--run-id", "road"])
     road = curve(out / "road")
     clean = clean_accuracy(root, model)
     assert road["oracle", "roar", 0.0] == road["random", "roar", 0.0] == pytest.approx(clean, abs=1e-12)
