@@ -19,7 +19,7 @@ USAGE_SCRIPT = """
 import json, sys
 from typer.testing import CliRunner
 from flows.cli import app
-data, model, out = sys.argv[1:4]
+data, model, out, nomask = sys.argv[1:5]
 base = ["run", "--dataset", data, "--model", model, "--out", out, "--executor", "ray"]
 cases = {
     "method": base + ["--method", "nosuch"],
@@ -36,6 +36,9 @@ cases = {
     "out_file": base[:6] + [model] + base[7:] + ["--method", "gradient"],
     "out_under_file": base[:6] + [model + "/runs"] + base[7:] + ["--method", "gradient"],
     "checkpoint_dir": ["run", "--dataset", data, "--model", data, "--out", out, "--method", "gradient"],
+    "roar_method": ["roar", "--dataset", data, "--model", model, "--out", out, "-m", "nosuchmethod"],
+    "roar_fraction": ["roar", "--dataset", data, "--model", model, "--out", out, "-m", "oracle", "-t", "1.5"],
+    "roar_oracle": ["roar", "--dataset", nomask, "--model", model, "--out", out, "-m", "oracle"],
 }
 res = {k: CliRunner().invoke(app, v) for k, v in cases.items()}
 print(json.dumps({"results": {k: [r.exit_code, r.stderr, r.stdout] for k, r in res.items()},
@@ -45,8 +48,10 @@ print(json.dumps({"results": {k: [r.exit_code, r.stderr, r.stdout] for k, r in r
 
 def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_path):
     env = {**os.environ, "RAY_ENABLE_AUTO_CONNECT": "0"}
+    nomask = tmp_path / "nomask"
+    shutil.copytree(tiny_data, nomask, ignore=shutil.ignore_patterns("*_masks"))
     proc = subprocess.run([sys.executable, "-c", USAGE_SCRIPT, str(tiny_data), str(tiny_model),
-                           str(tmp_path / "runs")], capture_output=True, text=True, timeout=180, env=env)
+                           str(tmp_path / "runs"), str(nomask)], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["loaded"] == []
@@ -54,7 +59,9 @@ def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_pa
                 "modality": "audio", "analyse": "no-such-run", "target": "bogus", "reader": "clips",
                 "metric_param": "nosuch", "param_type": "steps='abc' does not fit its type: expected int",
                 "numeric_layer": "unknown layer '7'", "out_file": "is a file", "out_under_file": "cannot be created",
-                "checkpoint_dir": "is a directory"}
+                "checkpoint_dir": "is a directory", "roar_method": "nosuchmethod",
+                "roar_fraction": "fractions must be distinct values in [0, 1]",
+                "roar_oracle": "the oracle needs ground-truth masks"}
     for case, needle in expected.items():
         code, stderr, stdout = report["results"][case]
         lines = stderr.strip().splitlines()
