@@ -100,7 +100,8 @@ def main() -> None:
     for name in ("retrain", "road"):
         for mode in sorted({a["mode"] for a in result[name]["auc"]}):
             order = ordering(result[name]["auc"], mode)
-            print(f"{name} {mode} AUC ordering (best first): " + " < ".join(f"{m} {v:.3f}" for m, v in order))
+            sep = " < " if mode == "roar" else " > "
+            print(f"{name} {mode} AUC ordering (best first): " + sep.join(f"{m} {v:.3f}" for m, v in order))
     print("thesis Table 3.8 ROAR AUC (CUB-200, best first): "
           + " < ".join(f"{m} {v:.3f}" for m, v in sorted(THESIS_ROAR_AUC.items(), key=lambda r: r[1])))
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2, default=str))
