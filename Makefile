@@ -24,7 +24,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests/unit
-	$(VENV)/bin/python -m pytest -q --durations=12 tests/integration -m "not engine"
+	# two workers, one test module each: the ground-truth trainings (one thread each) run side by side
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=12 tests/integration -m "not engine"
 	$(VENV)/bin/python -m pytest -q --durations=8 tests/integration -m engine
 
 bench: $(STAMP)

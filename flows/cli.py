@@ -1,5 +1,5 @@
 """The ``xai`` command line: run, job, summary, query, analyse (and demo, train from :mod:`flows.cli_demo`, verify
-from :mod:`flows.cli_verify`, roar from :mod:`flows.cli_roar`).
+from :mod:`flows.cli_verify`, roar from :mod:`flows.cli_roar`, filters from :mod:`flows.cli_filters`).
 
 Configuration is validated (paths, checkpoint, methods, parameters, layers, metrics) before Ray or Prefect is
 imported: a wrong value prints one line on stderr and exits with code 2. A run exits 0 when every shard was
@@ -16,6 +16,7 @@ import typer
 
 from flows.cli_clean import clean
 from flows.cli_demo import demo, train
+from flows.cli_filters import filters
 from flows.cli_options import fail, parse_assignments, parse_params, with_model_options
 from flows.cli_roar import roar
 from flows.cli_verify import committed_run, verify
@@ -33,6 +34,7 @@ app.command()(train)
 app.command()(verify)
 app.command()(clean)
 app.command()(roar)
+app.command()(filters)
 
 
 @app.command()
@@ -118,6 +120,10 @@ def summary(run_dir: Path) -> None:
     with committed_run(run_dir) as con:
         if info.get("kind") == "roar":
             print_blocks(console, [str(run_dir), *summary_blocks(con, info["config"].get("auc", "trapezoid"))])
+        elif info.get("kind") == "filter_scores":
+            from xcore.analysis.filters import summary_blocks as filter_blocks
+
+            print_blocks(console, [str(run_dir), *filter_blocks(info.get("summary") or {})])
         else:
             print_rows(console, f"{run_dir}", summarise(con))
         errors = con.execute("SELECT count(*) FROM errors").fetchone()[0]  # type: ignore[index]
@@ -126,8 +132,9 @@ def summary(run_dir: Path) -> None:
 
 @app.command()
 def query(run_dir: Path, sql: str) -> None:
-    """Run SQL over the views of a run's committed shards (DuckDB): ``metrics``, ``explanations``, ``errors``, and
-    ``roar`` in a roar run."""
+    """Run SQL over the views of a run's committed shards (DuckDB): ``metrics``, ``explanations``, ``errors``;
+    ``roar`` in a roar run; ``filter_scores`` and the reduced ``filter_stats`` / ``filter_ranking`` in a filters
+    run."""
     from xcore.io.query import rows
 
     with committed_run(run_dir) as con:

@@ -35,6 +35,29 @@ def tiny_model(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The demo's data and model, made exactly as ``xai demo`` makes them (the defaults: the weights are the
+    demo's bit for bit). Made once per test run: under pytest-xdist the workers share one copy (a file lock in
+    the run's common temp folder), so the ground-truth and filter tests train it once (~3 min on one thread)."""
+    from filelock import FileLock
+
+    from xcore.data import generate_images
+    from xcore.models import train_model
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = shared / "demo-shapes"
+    folder.mkdir(exist_ok=True)
+    with FileLock(str(folder / ".lock")):
+        root = generate_images(folder / "shapes")
+        ckpt = folder / "model" / "smallcnn.pt"
+        if not ckpt.is_file():
+            ckpt.parent.mkdir(exist_ok=True)
+            train_model(root, ckpt)
+    return root, ckpt
+
+
 @pytest.fixture
 def explain_cfg(tiny_data: Path, tiny_model: Path, tmp_path: Path) -> dict[str, Any]:
     """An explain-job config over the tiny data: 3 shards (4, 4, 2 samples)."""

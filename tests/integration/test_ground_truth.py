@@ -14,19 +14,17 @@ import pytest
 import torch
 
 import xcore.explain as E
-from xcore.data import ImageTransform, generate_images
+from xcore.data import ImageTransform
 from xcore.datasets import open_dataset
 from xcore.metrics.deletion_insertion import deletion_insertion
-from xcore.models import load_checkpoint, train_model
+from xcore.models import load_checkpoint
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The demo's data and model, made exactly as ``xai demo`` makes them: the defaults, so the weights are the
-    demo's bit for bit (one training thread, deterministic algorithms, seed 0), whatever runs beside."""
-    root = generate_images(tmp_path_factory.mktemp("gt") / "shapes")
-    ckpt = Path(tmp_path_factory.mktemp("gt-model")) / "m.pt"
-    train_model(root, ckpt)
+def trained(demo_shapes: tuple[Path, Path]) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The demo's data and model (``demo_shapes``: the defaults, so the weights are the demo's bit for bit — one
+    training thread, deterministic algorithms, seed 0 — whatever runs beside)."""
+    root, ckpt = demo_shapes
     model, meta = load_checkpoint(ckpt)
     ds = open_dataset("imagenet", root, "val", transform=ImageTransform(meta["input_size"], mean=meta["mean"],
                                                                        std=meta["std"]))

@@ -23,6 +23,7 @@ FLOORS: dict[str, int] = {
     "xcore.models": 3,
     "xcore.explain": 4,
     "xcore.metrics": 4,
+    "xcore.filters": 5,
     "xcore.analysis": 5,
     "xcore.viz": 5,
     "xcore.datasets": 6,

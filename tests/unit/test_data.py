@@ -102,7 +102,8 @@ def test_train_folder_class_is_the_drawn_shape(shapes: Path) -> None:
 
 
 def test_generate_is_idempotent_and_guarded(shapes: Path, tmp_path: Path) -> None:
-    assert json.loads((shapes / ".complete").read_text()) == {"format": syn.FORMAT_VERSION, **PARAMS}
+    assert json.loads((shapes / ".complete").read_text()) == {
+        "format": syn.FORMAT_VERSION, **PARAMS, "planted_per_class": syn.DEFAULT_PLANTED_PER_CLASS}
     mtime = (shapes / "val" / "ILSVRC2012_val_00000001.JPEG").stat().st_mtime_ns
     assert generate_images(shapes, **PARAMS) == shapes
     assert (shapes / "val" / "ILSVRC2012_val_00000001.JPEG").stat().st_mtime_ns == mtime

@@ -168,7 +168,7 @@ def _jpeg(image: Image.Image) -> bytes:
 def test_synthetic_train_masks_are_the_scene_masks(tmp_path: Path) -> None:
     n, size, seed = 2, 32, 4
     root = generate_images(tmp_path / "shapes", n_train_per_class=n, n_val=2, size=size, seed=seed)
-    assert json.loads((root / ".complete").read_text())["format"] == syn.FORMAT_VERSION == 2
+    assert json.loads((root / ".complete").read_text())["format"] == syn.FORMAT_VERSION == 3
     ds = ImageNetReader(root, "train", size=size)
     assert len(ds) == n * len(syn.WNIDS)
     for i in range(len(ds)):
@@ -197,7 +197,8 @@ def test_format_1_synthetic_set_is_regenerated(tmp_path: Path) -> None:
     (root / ".complete").write_text(json.dumps({**params, "format": 1}))
     (root / "stale.txt").write_text("from the old format")
     assert generate_images(root, **params) == root
-    assert json.loads((root / ".complete").read_text()) == {**params, "format": 2}
+    assert json.loads((root / ".complete").read_text()) == {
+        **params, "format": 3, "planted_per_class": syn.DEFAULT_PLANTED_PER_CLASS}
     assert not (root / "stale.txt").exists()  # replaced as a whole, not patched
     assert sorted(p.name for p in (root / "train_masks").iterdir()) == list(syn.WNIDS)
     assert {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.JPEG")} == before

@@ -1,190 +1,69 @@
-"""A seeded synthetic dataset with known ground truth, written in the real ImageNet (Kaggle CLS-LOC) layout.
+"""The synthetic shapes set with known ground truth, written in the real ImageNet (Kaggle CLS-LOC) layout.
 
-Every image holds one label-deciding object whose *shape* decides the class (disc, square, triangle, cross,
-star, ring), drawn in a saturated colour over a textured background, on top of 1-3 distractors that never decide the
-label: thin lines, small dots, thin elongated ellipses, and *decoys* — class shapes in desaturated (greyish)
-colours. Decoys make the model read the shape of the saturated object only, so deleting the object (painting
-it the mean colour, as deletion metrics do) really removes the evidence instead of leaving a grey silhouette
-of the same shape. The box and the binary mask of the label-deciding object are exact, so explanation metrics
-can be checked against a known answer.
-
-Layout written by :func:`generate_images` (ImageNet conventions, Kaggle CLS-LOC copy: docs/formats/imagenet.md)::
+Each image is one scene of :mod:`xcore.data.synthetic_scene` (a saturated label object whose shape decides the
+class, among distractors and greyish decoys); the *planted* val subset of :mod:`xcore.data.synthetic_planted` adds a
+saturated cue of another class beside the object (the failure the surprise analysis of thesis §6.2.4 must find).
+The public names of both are re-exported here. Layout written by :func:`generate_images` (ImageNet conventions,
+Kaggle CLS-LOC copy: docs/formats/imagenet.md)::
 
     LOC_synset_mapping.txt   train/<wnid>/<wnid>_<k>.JPEG   val/ILSVRC2012_val_<8 digits>.JPEG
     val_boxes/<stem>.xml     val_masks/<stem>.png           LOC_val_solution.csv    .complete
     train_masks/<wnid>/<wnid>_<k>.png
+    planted/   an ImageNet root with a val split only (LOC_synset_mapping.txt, val/, val_boxes/, val_masks/,
+               LOC_val_solution.csv), stems numbered on from the last val image, plus xcore_planted.json
 
-Masks are ``L``-mode PNGs, 255 inside the label-deciding object and 0 elsewhere. Format 2 added ``train_masks/``
-(ROAR/KAR's ground-truth oracle ranks train images too); its images are byte-identical to format 1's, and
-:func:`~xcore.io.atomic.materialise_dir` regenerates a format-1 folder of the same parameters in place.
+Masks and boxes are those of the label-deciding object (planted images too): ``L``-mode PNGs, 255 inside it and 0
+elsewhere. ``xcore_planted.json`` maps each planted stem to its label and its cue (class mimicked, box, centre,
+radius, angle, colour). Format 2 added ``train_masks/`` (ROAR/KAR's ground-truth oracle ranks train images too),
+format 3 ``planted/``; train and val images are byte-identical across formats (the planted images draw from their
+own random streams), and a format-1 or -2 folder of the same parameters is regenerated in place.
 """
 
 from __future__ import annotations
 
-import colorsys
-import math
-from dataclasses import dataclass
+import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from xcore.data.synthetic_planted import (
+    CUE_SCALE,
+    DEFAULT_PLANTED_PER_CLASS,
+    PLANTED_DIR,
+    PLANTED_META,
+    Cue,
+    planted_plan,
+    render_planted,
+    shape_mask,
+)
+from xcore.data.synthetic_scene import (
+    DECOY_SATURATION,
+    OBJECT_SATURATION,
+    SHAPES,
+    WNIDS,
+    Scene,
+    mask_box,
+    render_scene,
+    scene_rng,
+)
+from xcore.data.synthetic_scene import _background as _background  # re-exported: synthetic_video_frames
+from xcore.data.synthetic_scene import _hsv as _hsv
 from xcore.errors import UsageError
-from xcore.io.atomic import materialise_dir
+from xcore.io.atomic import materialise_dir, read_json
 
-FORMAT_VERSION = 2  # 2: train_masks/ (format 1 had val_masks/ only)
-SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "star", "ring")
-WNIDS: tuple[str, ...] = tuple(f"n09{k:06d}" for k in range(len(SHAPES)))
-"""Fake but well-formed WNIDs; sorted order equals class order."""
+__all__ = [
+    "CLASS_NAMES", "CUE_SCALE", "DECOY_SATURATION", "DEFAULT_PLANTED_PER_CLASS", "DEFAULT_TRAIN_PER_CLASS",
+    "DEFAULT_VAL", "FORMAT_VERSION", "JPEG_QUALITY", "OBJECT_SATURATION", "PLANTED_DIR", "PLANTED_META", "SHAPES",
+    "WNIDS", "Cue", "Scene", "box_xml", "generate_images", "mask_box", "planted_plan", "render_planted",
+    "render_scene", "save_mask", "scene_rng", "shape_mask", "val_labels", "val_stem",
+]
+
+FORMAT_VERSION = 3  # 3: planted/; 2: train_masks/ (format 1 had val_masks/ only)
 CLASS_NAMES: tuple[str, ...] = tuple(f"{s}, synthetic {s} shape" for s in SHAPES)
 DEFAULT_TRAIN_PER_CLASS = 350
 DEFAULT_VAL = 180
 JPEG_QUALITY = 95
-_SPLIT_CODES = {"train": 1, "val": 2}
-Point = tuple[float, float]
-
-
-@dataclass
-class Scene:
-    """One rendered image with its ground truth: ``mask`` is the label-deciding object only."""
-
-    image: Image.Image
-    mask: np.ndarray  # bool (H, W)
-    label: int
-    color: tuple[int, int, int]
-
-    @property
-    def box(self) -> list[int]:
-        """Tight [xmin, ymin, xmax, ymax] of the mask, 0-based inclusive pixels."""
-        ys, xs = np.nonzero(self.mask)
-        return [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())]
-
-
-def _smooth_noise(rng: np.random.Generator, size: int) -> np.ndarray:
-    cells = int(rng.integers(3, 9))
-    low = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(low).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A textured (H, W, 3) float background: smooth noise, stripes or a colour gradient, plus grain."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    c0 = rng.uniform(50, 205, 3)
-    c1 = np.clip(c0 + rng.uniform(-80, 80, 3), 0, 255)
-    kind = int(rng.integers(3))
-    if kind == 0:
-        bg = c0 + (_smooth_noise(rng, size) - 0.5) * rng.uniform(60, 140)
-    else:
-        theta = rng.uniform(0, math.pi)
-        proj = xx * math.cos(theta) + yy * math.sin(theta)
-        if kind == 1:
-            t = 0.5 + 0.5 * np.sin(2 * math.pi * rng.uniform(3, 9) * proj + rng.uniform(0, 2 * math.pi))
-        else:
-            t = (proj - proj.min()) / max(float(np.ptp(proj)), 1e-6)
-        bg = c0 + t[..., None] * (c1 - c0)
-    bg = bg + rng.normal(0, 4, (size, size, 3))
-    return np.clip(bg, 0, 255)
-
-
-def _rotated(cx: float, cy: float, radii: list[float], angle: float) -> list[Point]:
-    n = len(radii)
-    return [(cx + r * math.cos(angle + 2 * math.pi * k / n), cy + r * math.sin(angle + 2 * math.pi * k / n))
-            for k, r in enumerate(radii)]
-
-
-def _cross(cx: float, cy: float, r: float, angle: float) -> list[Point]:
-    w = 0.32 * r
-    local = [(w, w), (r, w), (r, -w), (w, -w), (w, -r), (-w, -r), (-w, -w), (-r, -w), (-r, w), (-w, w),
-             (-w, r), (w, r)]
-    c, s = math.cos(angle), math.sin(angle)
-    return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in local]
-
-
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, angle: float,
-                fill: int | tuple[int, int, int], hole: int | None = 0) -> None:
-    """Draw ``shape``; a ring's hole is filled with ``hole`` (0 on a mask) or left undrawn (``None``)."""
-    if shape in ("disc", "ring"):
-        if shape == "ring" and hole is None:
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=fill, width=max(1, round(0.45 * r)))
-            return
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
-        if shape == "ring":
-            ri = 0.55 * r
-            draw.ellipse([cx - ri, cy - ri, cx + ri, cy + ri], fill=hole)
-    elif shape == "square":
-        draw.polygon(_rotated(cx, cy, [r] * 4, angle), fill=fill)
-    elif shape == "triangle":
-        draw.polygon(_rotated(cx, cy, [r * 1.1] * 3, angle), fill=fill)
-    elif shape == "cross":
-        draw.polygon(_cross(cx, cy, r, angle), fill=fill)
-    elif shape == "star":
-        draw.polygon(_rotated(cx, cy, [r * 1.1, r * 0.45] * 5, angle), fill=fill)
-    else:  # pragma: no cover - SHAPES is closed
-        raise ValueError(shape)
-
-
-def _hsv(rng: np.random.Generator, sat: tuple[float, float], val: tuple[float, float]) -> np.ndarray:
-    """A random RGB colour (0-255) with saturation and value drawn from the given ranges."""
-    h, sv, v = rng.uniform(0, 1), rng.uniform(*sat), rng.uniform(*val)
-    rgb = colorsys.hsv_to_rgb(h, sv, v)
-    return np.array([round(255 * c) for c in rgb])
-
-
-def _draw_distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> None:
-    """A line, a small dot, a thin ellipse, or a decoy: a class shape in a desaturated colour."""
-    color = tuple(int(v) for v in rng.integers(0, 256, 3))
-    unit = size / 112
-    kind = int(rng.integers(5))
-    x, y = rng.uniform(0, size, 2)
-    if kind >= 3:  # decoy (2 of 5 distractors): shape of any class, greyish, so it never decides the label
-        grey = tuple(int(v) for v in _hsv(rng, (0.0, 0.2), (0.25, 0.85)))
-        r = rng.uniform(0.12, 0.25) * size
-        _draw_shape(draw, SHAPES[int(rng.integers(len(SHAPES)))], x, y, r, rng.uniform(0, 2 * math.pi), grey,
-                    hole=None)
-    elif kind == 0:
-        length, theta = rng.uniform(0.2, 0.6) * size, rng.uniform(0, math.pi)
-        end = (x + length * math.cos(theta), y + length * math.sin(theta))
-        draw.line([(x, y), end], fill=color, width=max(1, round(rng.uniform(1, 2.5) * unit)))
-    elif kind == 1:
-        rr = rng.uniform(1.5, 3.5) * unit
-        draw.ellipse([x - rr, y - rr, x + rr, y + rr], fill=color)
-    else:
-        a = rng.uniform(0.1, 0.22) * size
-        b = a / rng.uniform(4.0, 6.0)
-        theta = rng.uniform(0, math.pi)
-        c, s = math.cos(theta), math.sin(theta)
-        pts = [(a * math.cos(t), b * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 32, endpoint=False)]
-        draw.polygon([(x + px * c - py * s, y + px * s + py * c) for px, py in pts], fill=color)
-
-
-def render_scene(rng: np.random.Generator, size: int, label: int) -> Scene:
-    """Draw one image of class ``label``: background, distractors behind, then the object on top."""
-    bg = _background(rng, size)
-    canvas = Image.fromarray(bg.astype(np.uint8))
-    draw = ImageDraw.Draw(canvas)
-    for _ in range(int(rng.integers(1, 4))):
-        _draw_distractor(draw, rng, size)
-    r = rng.uniform(0.17, 0.3) * size
-    margin = 1.12 * r + 1
-    cx, cy = rng.uniform(margin, size - 1 - margin, 2)
-    angle = rng.uniform(0, 2 * math.pi)
-    mask_img = Image.new("L", (size, size), 0)
-    _draw_shape(ImageDraw.Draw(mask_img), SHAPES[label], cx, cy, r, angle, 255)
-    mask = np.asarray(mask_img) > 0
-    under = bg[mask].mean(axis=0)
-    color = _hsv(rng, (0.65, 1.0), (0.6, 1.0))
-    for _ in range(32):  # keep the object visible: clear contrast with the background under it
-        if np.abs(color - under).sum() >= 150:
-            break
-        color = _hsv(rng, (0.65, 1.0), (0.6, 1.0))
-    rgb = (int(color[0]), int(color[1]), int(color[2]))
-    canvas.paste(Image.new("RGB", (size, size), rgb), (0, 0), mask_img)
-    return Scene(canvas, mask, label, rgb)
-
-
-def scene_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The generator of one image, independent of every other image (so files are reproducible alone)."""
-    return np.random.default_rng([seed, _SPLIT_CODES[split], index])
 
 
 def val_labels(seed: int, n_val: int) -> list[int]:
@@ -220,9 +99,40 @@ def save_mask(mask: np.ndarray, path: Path) -> None:
     Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 
 
-def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int) -> None:
-    mapping = "".join(f"{w} {n}\n" for w, n in zip(WNIDS, CLASS_NAMES, strict=True))
-    (tmp / "LOC_synset_mapping.txt").write_text(mapping)
+def _write_val_image(root: Path, stem: str, scene: Scene, size: int) -> str:
+    """Write one val image with its mask and box XML under ``root``; return its ``LOC_val_solution.csv`` row."""
+    wnid, box = WNIDS[scene.label], scene.box
+    for sub in ("val", "val_boxes", "val_masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    scene.image.save(root / "val" / f"{stem}.JPEG", quality=JPEG_QUALITY)
+    save_mask(scene.mask, root / "val_masks" / f"{stem}.png")
+    (root / "val_boxes" / f"{stem}.xml").write_text(box_xml(stem, size, wnid, box))
+    return f"{stem},{wnid} {' '.join(map(str, box))}"
+
+
+def _write_val_root(root: Path, rows: list[str]) -> None:
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"{w} {n}\n" for w, n in zip(WNIDS, CLASS_NAMES, strict=True)))
+    (root / "LOC_val_solution.csv").write_text("\n".join(["ImageId,PredictionString", *rows]) + "\n")
+
+
+
+
+def _write_planted(root: Path, seed: int, size: int, per_class: int, first_index: int) -> None:
+    """The planted val root under ``root / PLANTED_DIR``, stems numbered on from ``first_index``."""
+    planted = root / PLANTED_DIR
+    rows, cues = [], {}
+    for i, (label, mimics) in enumerate(planted_plan(seed, per_class)):
+        stem = val_stem(first_index + i)
+        scene, cue = render_planted(scene_rng(seed, "planted", i), size, label, mimics)
+        rows.append(_write_val_image(planted, stem, scene, size))
+        cues[stem] = {"label": label, "wnid": WNIDS[label], "cue": cue.record()}
+    _write_val_root(planted, rows)
+    meta = {"seed": seed, "size": size, "cue_scale": list(CUE_SCALE), "cue_saturation": list(OBJECT_SATURATION),
+            "decoy_saturation": list(DECOY_SATURATION), "images": cues}
+    (planted / PLANTED_META).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int, planted_per_class: int) -> None:
     for label, wnid in enumerate(WNIDS):
         folder, masks = tmp / "train" / wnid, tmp / "train_masks" / wnid
         folder.mkdir(parents=True)
@@ -231,33 +141,32 @@ def _write(tmp: Path, n_train_per_class: int, n_val: int, size: int, seed: int) 
             scene = render_scene(scene_rng(seed, "train", label * n_train_per_class + k), size, label)
             scene.image.save(folder / f"{wnid}_{k + 1}.JPEG", quality=JPEG_QUALITY)
             save_mask(scene.mask, masks / f"{wnid}_{k + 1}.png")
-    for sub in ("val", "val_boxes", "val_masks"):
-        (tmp / sub).mkdir()
-    rows = ["ImageId,PredictionString"]
-    for i, label in enumerate(val_labels(seed, n_val)):
-        stem, wnid = val_stem(i), WNIDS[label]
-        scene = render_scene(scene_rng(seed, "val", i), size, label)
-        scene.image.save(tmp / "val" / f"{stem}.JPEG", quality=JPEG_QUALITY)
-        save_mask(scene.mask, tmp / "val_masks" / f"{stem}.png")
-        box = scene.box
-        (tmp / "val_boxes" / f"{stem}.xml").write_text(box_xml(stem, size, wnid, box))
-        rows.append(f"{stem},{wnid} {' '.join(map(str, box))}")
-    (tmp / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
+    rows = [_write_val_image(tmp, val_stem(i), render_scene(scene_rng(seed, "val", i), size, label), size)
+            for i, label in enumerate(val_labels(seed, n_val))]
+    _write_val_root(tmp, rows)
+    if planted_per_class:
+        _write_planted(tmp, seed, size, planted_per_class, first_index=n_val)
 
 
 def generate_images(root: Path | str, *, n_train_per_class: int = DEFAULT_TRAIN_PER_CLASS, n_val: int = DEFAULT_VAL,
-             size: int = 112, seed: int = 0, force: bool = False) -> Path:
+                    size: int = 112, seed: int = 0, planted_per_class: int = DEFAULT_PLANTED_PER_CLASS,
+                    force: bool = False) -> Path:
     """Write the synthetic dataset under ``root`` (idempotent, atomic) and return ``root``.
 
-    A matching ``root/.complete`` marker means the data is already there: nothing is done. A marker that differs
-    only in ``format`` (an older generator's output of the same set) is regenerated. A root holding anything else
-    (other parameters, foreign files) is only replaced with ``force=True``. Files are written
-    into a hidden sibling folder that is renamed into place, so an interrupted run never looks complete.
+    ``planted_per_class`` images per class go to ``root/planted`` (0: none, no folder). A matching
+    ``root/.complete`` marker means the data is already there: nothing is done. A marker that differs only in
+    ``format`` (an older generator's output of the same set; formats 1-2 had no ``planted_per_class``) is
+    regenerated. A root holding anything else (other parameters, foreign files) is only replaced with
+    ``force=True``. Files are written into a hidden sibling folder that is renamed into place, so an interrupted
+    run never looks complete.
     """
     root = Path(root)
     params = {"format": FORMAT_VERSION, "n_train_per_class": n_train_per_class, "n_val": n_val,
-              "size": size, "seed": seed}
-    if n_train_per_class < 1 or n_val < 1 or size < 32:
-        raise UsageError("generate needs n_train_per_class >= 1, n_val >= 1 and size >= 32")
-    return materialise_dir(root, params, lambda tmp: _write(tmp, n_train_per_class, n_val, size, seed),
-                           force=force, what="data")
+              "planted_per_class": planted_per_class, "size": size, "seed": seed}
+    if n_train_per_class < 1 or n_val < 1 or planted_per_class < 0 or size < 32:
+        raise UsageError("generate needs n_train_per_class >= 1, n_val >= 1, planted_per_class >= 0 and size >= 32")
+    old = None if force else read_json(root / ".complete")
+    if old is not None and "planted_per_class" not in old:  # format 1 or 2 of the same train / val set
+        force = {**old, "format": FORMAT_VERSION, "planted_per_class": planted_per_class} == params
+    return materialise_dir(root, params, lambda tmp: _write(tmp, n_train_per_class, n_val, size, seed,
+                                                            planted_per_class), force=force, what="data")

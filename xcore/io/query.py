@@ -1,10 +1,11 @@
 """DuckDB over a run's Parquet tables: one view per committed table (``metrics``, ``explanations``, ``errors``,
-``roar``, ...) and the per-method summary.
+``roar``, ``filter_scores``, ...), one per reduced table under ``analysis/`` (``filter_stats``, ``roar_curves``, ...)
+and the per-method summary.
 
 Each view reads exactly the files listed by the commit records of the run's key (``read_parquet([...])``,
 :func:`xcore.io.commits.committed_files`), never a glob: a copied ``shard-000003.backup.parquet``, a shard
 written but not committed before a kill, or a temp file is not part of any query, summary or ``run.json``.
-``hive_types`` keeps the ``method`` partition a VARCHAR; ``union_by_name`` tolerates schema evolution.
+``hive_types`` keeps the ``method`` / ``scorer`` partitions VARCHARs; ``union_by_name`` tolerates schema evolution.
 """
 
 from __future__ import annotations
@@ -45,18 +46,28 @@ def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyC
         for table in sorted(set(TABLES) | set(tables)):  # the explain tables always; a job's own (roar) when there
             files = tables.get(table, [])
             if files:
-                hive = ", hive_types = {'method': 'VARCHAR'}" if any(p.parent.name.startswith("method=")
-                                                                      for p in files) else ""
+                keys = sorted({p.parent.name.partition("=")[0] for p in files if "=" in p.parent.name})
+                hive = (", hive_types = {" + ", ".join(f"'{k}': 'VARCHAR'" for k in keys) + "}") if keys else ""
                 con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_list(files)}, "
                             f"hive_partitioning = true, union_by_name = true{hive})")
             else:  # keep queries valid on a run without this table yet
                 con.execute(f"CREATE VIEW {table} AS SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS method, "
                             "NULL::VARCHAR AS status, NULL::DOUBLE AS deletion_auc, "
                             "NULL::DOUBLE AS insertion_auc WHERE false")
+        for path in derived_tables(root):
+            if path.stem not in tables and path.stem not in TABLES:
+                con.execute(f"CREATE VIEW {path.stem} AS SELECT * FROM read_parquet({_sql_list([path])})")
     except BaseException:
         con.close()
         raise
     return con
+
+
+def derived_tables(root: Path) -> list[Path]:
+    """The reduce step's tables, ``<run>/analysis/<name>.parquet`` (e.g. ``filter_stats``, ``roar_curves``): each
+    is written atomically from the committed shards, so it is a view too."""
+    folder = root / "analysis"
+    return sorted(p for p in folder.glob("*.parquet") if p.stem.isidentifier()) if folder.is_dir() else []
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:

@@ -95,8 +95,9 @@ class RunLayout:
     def commit_path(self, shard: Shard) -> Path:
         return self.root / "_shards" / f"{shard.name}.json"
 
-    def table_path(self, table: str, shard: Shard, method: str | None = None) -> Path:
-        part = self.root / table / f"method={method}" if method is not None else self.root / table
+    def table_path(self, table: str, shard: Shard, method: str | None = None, partition: str = "method") -> Path:
+        """``<table>/<partition>=<method>/<shard>.parquet`` (hive layout), or ``<table>/<shard>.parquet``."""
+        part = self.root / table / f"{partition}={method}" if method is not None else self.root / table
         return part / f"{shard.name}.parquet"
 
     def commit_records(self) -> list[dict[str, Any]]:

@@ -123,6 +123,37 @@ class RoarConfig(DatasetJobConfig):
         return sorted(float(t) for t in v)
 
 
+class FiltersConfig(DatasetJobConfig):
+    """Per-sample filter scores of one layer, their per-class distributions, and surprise / expectation / β against
+    a reference split's distributions (Hartley 2021, §6.2–6.4): the thesis' defaults are Grad-AMap on the final
+    conv layer, logits, ablation steps of 16 filters and the fixing sweep on misclassified surprised samples."""
+
+    methods: Params = Field(default_factory=lambda: {"gradamap": {}},
+                            description="filter scorers {name: params} (xcore.filters.SCORERS)",
+                            json_schema_extra={"cli": False})
+    split: str = Field("val", description="split to score")
+    layer: str | None = Field(None, description="module path of the scored layer (default: the model's CAM layer)")
+    tap: Literal["output", "input"] = Field(
+        "output", description="output: the module's output; input: its input (e.g. a ReLU's pre-activation)")
+    softmax: bool = Field(False, description="score the class softmax instead of the logit")
+    reference_split: str | None = Field(
+        "train", description="split whose per-class distributions flag surprising / expected filters and β "
+        "(scored first; none when it equals --split)")
+    reference_dataset: str | None = Field(None, description="dataset root of the reference split (default: "
+                                          "--dataset)")
+    bins: int = Field(32, ge=1, description="histogram bins per (class, filter) in filter_stats")
+    ranking_step: int = Field(16, ge=0, description="filter-ranking experiment: zero the top-ranked filters N at a "
+                              "time (thesis: 16); 0: off")
+    suppression: bool = Field(True, description="fixing by suppression on misclassified surprised samples")
+    top_images: int = Field(3, ge=0, description="top-activating reference images per surprising filter in the "
+                            "report figure")
+
+    @field_validator("reference_dataset")
+    @classmethod
+    def _absolute_ref(cls, v: str | None) -> str | None:
+        return None if v is None else str(Path(v).expanduser().absolute())
+
+
 def check_writable_dir(path: Path) -> None:
     """``ValueError`` naming the path and the reason unless ``path`` is a directory this process can write in, or
     can be created in its nearest existing parent: a file, a path under a file, or a folder where a temp file cannot
