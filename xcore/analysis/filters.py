@@ -101,6 +101,8 @@ def surprise_rows(files: dict[str, list[Path]]) -> tuple[list[dict[str, Any]], l
             continue
         col = {c: np.asarray(t[c].to_numpy(zero_copy_only=False), dtype=np.float64) for c in t.column_names
                if c != "status"}
+        known = np.isfinite(col["beta"])  # a class the reference split never showed has no distributions
+        col = {c: v[known] for c, v in col.items()}
         wrong = col["pred"] != col["label"]
         for name, sel in (("correct", ~wrong), ("misclassified", wrong)):
             surprise.append({"scorer": s, "samples": name, "n": int(sel.sum()),
