@@ -39,6 +39,9 @@ cases = {
     "roar_method": ["roar", "--dataset", data, "--model", model, "--out", out, "-m", "nosuchmethod"],
     "roar_fraction": ["roar", "--dataset", data, "--model", model, "--out", out, "-m", "oracle", "-t", "1.5"],
     "roar_oracle": ["roar", "--dataset", nomask, "--model", model, "--out", out, "-m", "oracle"],
+    "filters_scorer": ["filters", "--dataset", data, "--model", model, "--out", out, "-s", "nosuchscorer"],
+    "filters_layer": ["filters", "--dataset", data, "--model", model, "--out", out, "--layer", "features.99"],
+    "filters_param": ["filters", "--dataset", data, "--model", model, "--out", out, "-s", "l1", "-p", "l1.k=2"],
 }
 res = {k: CliRunner().invoke(app, v) for k, v in cases.items()}
 print(json.dumps({"results": {k: [r.exit_code, r.stderr, r.stdout] for k, r in res.items()},
@@ -61,7 +64,8 @@ def test_usage_errors_exit_2_before_ray_or_prefect(tiny_data, tiny_model, tmp_pa
                 "numeric_layer": "unknown layer '7'", "out_file": "is a file", "out_under_file": "cannot be created",
                 "checkpoint_dir": "is a directory", "roar_method": "nosuchmethod",
                 "roar_fraction": "fractions must be distinct values in [0, 1]",
-                "roar_oracle": "the oracle needs ground-truth masks"}
+                "roar_oracle": "the oracle needs ground-truth masks", "filters_scorer": "nosuchscorer",
+                "filters_layer": "features.99", "filters_param": "'k'"}
     for case, needle in expected.items():
         code, stderr, stdout = report["results"][case]
         lines = stderr.strip().splitlines()

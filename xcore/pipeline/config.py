@@ -141,6 +141,8 @@ class FiltersConfig(DatasetJobConfig):
         "(scored first; none when it equals --split)")
     reference_dataset: str | None = Field(None, description="dataset root of the reference split (default: "
                                           "--dataset)")
+    pred_scores: bool = Field(True, description="also score the predicted class of misclassified samples (a "
+                              "second pass over them)")
     bins: int = Field(32, ge=1, description="histogram bins per (class, filter) in filter_stats")
     ranking_step: int = Field(16, ge=0, description="filter-ranking experiment: zero the top-ranked filters N at a "
                               "time (thesis: 16); 0: off")

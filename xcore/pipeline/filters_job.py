@@ -82,7 +82,8 @@ class FiltersJob(BaseJob):
                                       "preprocessing": sorted(map(str, self.reader_kwargs.items()))},
             "model": {"arch": self.model_meta.get("arch"), "weights": weights_digest(cfg["model"])},
             "scorers": self.scorers, "reference": self.reference.run_key if self.reference else None,
-            **{k: cfg[k] for k in ("layer", "tap", "softmax", "bins", "ranking_step", "shard_size", "seed")},
+            **{k: cfg[k] for k in ("layer", "tap", "softmax", "bins", "ranking_step", "shard_size", "seed",
+                                   "pred_scores")},
             "suppression": bool(cfg["suppression"] and self.reference)})
         self.run_id = cfg["run_id"] or self.run_key
         self.run_dir = str(Path(cfg["out"]) / self.run_id)

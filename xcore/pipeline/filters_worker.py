@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from xcore.core.batching import BatchSize, robust_map
 from xcore.core.prefetch import prefetch
 from xcore.core.shards import Shard
+from xcore.errors import UsageError
 from xcore.filters import primary_scorer
 from xcore.pipeline.explain_worker import stable_seed
 from xcore.pipeline.tables import ERRORS
@@ -61,6 +62,9 @@ class FiltersWorker:
         if job.reference is not None:
             from xcore.filters.surprise import ClassStats
 
+            if not job.reference.stats_path.is_file():
+                raise UsageError(f"the reference run {job.reference.run_dir} has no filter_stats yet; run it first "
+                                 "(the filters flow does: job.requires())")
             table = pq.read_table(job.reference.stats_path)
             n_classes = int(job.model_meta.get("num_classes") or 0) or None
             for s in job.scorers:
@@ -137,15 +141,17 @@ class FiltersWorker:
         pred = out.argmax(1)
         wrong = (pred != labels).nonzero().flatten()
         pred_scores = {s: v.clone() for s, v in scores.items()}
-        if len(wrong):
+        if len(wrong) and cfg["pred_scores"]:
             sub = [idents[i] for i in wrong.tolist()]
             again, _ = score_many(self._params(sub), self.model, x[wrong], pred[wrong], labels=labels[wrong], **common)
             for s, v in again.items():
                 pred_scores[s][wrong] = v
         act = fp.act.float().mean(dim=tuple(range(2, fp.act.ndim)))
         prob = out.softmax(1)
-        values: dict[str, dict[str, Any]] = {s: {"scores": scores[s].float().cpu(),
-                                                 "scores_pred": pred_scores[s].float().cpu()} for s in scores}
+        values: dict[str, dict[str, Any]] = {s: {"scores": scores[s].float().cpu()} for s in scores}
+        if cfg["pred_scores"]:  # else null: the predicted class' scores were not computed
+            for s in scores:
+                values[s]["scores_pred"] = pred_scores[s].float().cpu()
         if cfg["ranking_step"]:
             for s in scores:
                 values[s]["ranking"] = ablation_curves(self.model, x, labels, rank_order(scores[s]), layer=cfg["layer"],
