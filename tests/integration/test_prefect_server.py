@@ -64,8 +64,9 @@ def shipped(server: PrefectServer) -> dict[str, Any]:
     return {"result": res, "before": before, "after": SHIPPED.read_bytes(), "spec": yaml.safe_load(before)}
 
 
-FLOWS = {"explain-nightly": FLOW, "explain-weekly-baselines": FLOW, "road-daily": "roar"}
-ENTRYPOINTS = {FLOW: "flows/explain.py:explain_dataset", "roar": "flows/roar.py:roar_dataset"}
+FLOWS = {"explain-nightly": FLOW, "explain-weekly-baselines": FLOW, "road-daily": "roar", "filters-weekly": "filters"}
+ENTRYPOINTS = {FLOW: "flows/explain.py:explain_dataset", "roar": "flows/roar.py:roar_dataset",
+               "filters": "flows/filters.py:filter_statistics"}
 
 
 def test_shipped_file_deploys_every_deployment_with_its_environment(server: PrefectServer,
@@ -89,7 +90,7 @@ def test_shipped_file_deploys_every_deployment_with_its_environment(server: Pref
 def test_scheduler_plans_the_shipped_cron_schedules(server: PrefectServer, shipped: dict[str, Any]) -> None:
     ok(shipped["result"], server)
     wanted = {"explain-nightly": (None, 2), "explain-weekly-baselines": (6, 4),
-              "road-daily": (None, 5)}  # (weekday or any, hour), Berlin
+              "road-daily": (None, 5), "filters-weekly": (6, 3)}  # (weekday or any, hour), Berlin
     berlin = ZoneInfo("Europe/Berlin")
     deadline = time.monotonic() + 60
     for name, (weekday, hour) in wanted.items():

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from flows.cli_options import model_options, with_model_options
 from tasks.options import RunOptions
 from xcore.errors import UsageError
-from xcore.pipeline.config import ExplainConfig, RoarConfig, cli_fields, parse_config
+from xcore.pipeline.config import ExplainConfig, FiltersConfig, RoarConfig, cli_fields, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +64,8 @@ def test_every_plain_field_is_a_cli_option_and_a_new_field_needs_no_cli_change()
 def test_shipped_deployments_validate_against_the_flow_parameters() -> None:
     """Every deployment of infra/prefect/prefect.yaml passes ``config`` and ``options`` the flow's models accept."""
     spec = yaml.safe_load((ROOT / "infra" / "prefect" / "prefect.yaml").read_text())
-    models = {"flows/explain.py:explain_dataset": ExplainConfig, "flows/roar.py:roar_dataset": RoarConfig}
+    models = {"flows/explain.py:explain_dataset": ExplainConfig, "flows/roar.py:roar_dataset": RoarConfig,
+              "flows/filters.py:filter_statistics": FiltersConfig}
     for dep in spec["deployments"]:
         params = dep["parameters"]
         assert set(params) <= {"config", "options"}
