@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from filter_nets import TwoConvNet
 from torch import Tensor, nn
 
 from xcore.core.targets import Target
@@ -15,21 +16,9 @@ from xcore.explain.gradcam import activation_and_gradient
 from xcore.filters.ranking import ablate, ablation_curves, ablation_steps, rank_order, ranking_auc
 
 
-class Net(nn.Module):
+def Net(n_filters: int = 8, classes: int = 4) -> TwoConvNet:  # noqa: N802  (used like a class)
     """conv → ReLU → conv (the ablated layer, 8 filters) → ReLU → GAP → linear."""
-
-    def __init__(self, n_filters: int = 8, classes: int = 4) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(6, n_filters, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flat = nn.Flatten()
-        self.fc = nn.Linear(n_filters, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flat(self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))))
+    return TwoConvNet(6, n_filters, classes)
 
 
 def _setup(b: int = 12) -> tuple[Net, Tensor, Tensor, Tensor]:

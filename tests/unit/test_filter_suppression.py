@@ -10,6 +10,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from filter_nets import TwoConvNet
 from skimage.segmentation import slic
 from torch import Tensor, nn
 
@@ -28,24 +29,12 @@ from xcore.filters.suppression import (
 IDENTITY = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # normalised input = RGB in [0, 1]; "set to 0" = black
 
 
-class Net(nn.Module):
+def Net(n_filters: int = 5, classes: int = 3) -> TwoConvNet:  # noqa: N802  (used like a class)
     """conv → ReLU → conv (the filtered layer, 5 filters) → ReLU → GAP → linear."""
-
-    def __init__(self, n_filters: int = 5, classes: int = 3) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(4, n_filters, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flat = nn.Flatten()
-        self.fc = nn.Linear(n_filters, classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.flat(self.pool(self.relu2(self.conv2(self.relu1(self.conv1(x)))))))
+    return TwoConvNet(4, n_filters, classes)
 
 
-def _net() -> Net:
+def _net() -> TwoConvNet:
     torch.manual_seed(0)
     return Net().double()
 
@@ -57,7 +46,7 @@ def _vanilla(model: nn.Module, x: Tensor, classes: list[int]) -> Tensor:
     return g
 
 
-def _through_filter_only(model: Net, k: int) -> Net:
+def _through_filter_only(model: TwoConvNet, k: int) -> TwoConvNet:
     """The same net with every linear column but k zeroed: with a GAP + linear head, ``y^c`` then depends on the
     input only through filter k, ``y^c = w^c_k · mean(ReLU(A^k)) + b_c``, so its gradient is the one through k."""
     m = copy.deepcopy(model)

@@ -18,8 +18,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from xcore.analysis.blocks import Block
-from xcore.core.shards import Shard
+from xcore.core.batching import BatchSize
+from xcore.core.shards import Shard, plan_shards
 from xcore.errors import UsageError
+from xcore.io.runs import RunLayout
 from xcore.registry import Registry
 
 
@@ -66,17 +68,48 @@ class Job(Protocol):
 
 
 class BaseJob:
-    """Defaults for the optional parts of :class:`Job`: nothing required first, no report, and the summary's
-    scalar values as lines."""
+    """Defaults for the optional parts of :class:`Job`: nothing required first, no report, the summary's scalar
+    values as lines, and completeness as the run layout's rule (a job has ``layout`` and ``run_key``)."""
+
+    layout: RunLayout
+    run_key: str
 
     def requires(self) -> list[tuple[str, dict[str, Any]]]:
         return []
+
+    def is_complete(self, shard: Shard) -> bool:
+        return self.layout.is_complete(shard, self.run_key)
 
     def report(self, methods: list[str] | None = None) -> list[Block]:
         return []
 
     def describe(self, summary: dict[str, Any]) -> list[Block]:
         return [f"{k.replace('_', ' ')}: {v}" for k, v in summary.items() if isinstance(v, int | float | str)]
+
+
+class SampleShardedJob(BaseJob):
+    """A job over a dataset split, ``config["shard_size"]`` samples per shard (``n_samples`` of them)."""
+
+    n_samples: int
+    config: dict[str, Any]
+
+    def shards(self) -> list[Shard]:
+        return plan_shards(self.n_samples, self.config["shard_size"])
+
+
+class BatchedWorker:
+    """A worker whose batch size is a :class:`~xcore.core.batching.BatchSize` (``self.batch``), which the driver
+    sets through ``batch_size`` (halved after a host OOM) and OOM handling halves in place."""
+
+    batch: BatchSize
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch.value
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.batch.value = max(1, int(value))
 
 
 JobFactory = Callable[[dict[str, Any]], Job]

@@ -19,14 +19,13 @@ import torch
 import xcore.explain
 import xcore.metrics
 from xcore.analysis.blocks import Block, table
-from xcore.core.shards import Shard, plan_shards
 from xcore.data.base import Dataset
 from xcore.datasets import DATASETS, DatasetKind
 from xcore.errors import UsageError
 from xcore.io.lock import refuse_foreign
 from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
 from xcore.models import load_checkpoint, weights_digest
-from xcore.pipeline.base import JOBS, BaseJob
+from xcore.pipeline.base import JOBS, SampleShardedJob
 from xcore.pipeline.config import ExplainConfig, parse_config
 
 
@@ -36,7 +35,7 @@ def resolve_device(device: str | None) -> str:
 
 
 @JOBS.register("explain")
-class ExplainJob(BaseJob):
+class ExplainJob(SampleShardedJob):
     """Driver side of the explain job (see the module docstring); implements ``xcore.pipeline.base.Job``."""
 
     kind = "explain"
@@ -83,12 +82,6 @@ class ExplainJob(BaseJob):
         """Refuse a run directory that holds another configuration (its shards would mix with ours); the driver
         checks again once it holds the directory's lock (:mod:`xcore.io.lock`)."""
         refuse_foreign(self.run_dir, self.run_key)
-
-    def shards(self) -> list[Shard]:
-        return plan_shards(self.n_samples, self.config["shard_size"])
-
-    def is_complete(self, shard: Shard) -> bool:
-        return self.layout.is_complete(shard, self.run_key)
 
     def worker(self, device: str | None = None) -> Any:
         """Load the model once on ``device`` and return the shard processor."""

@@ -36,6 +36,7 @@ from xcore.core.shards import Shard
 from xcore.data.base import Dataset
 from xcore.explain.base import METHODS
 from xcore.io.parquet import encode_heatmap
+from xcore.pipeline.base import BatchedWorker
 from xcore.pipeline.tables import build_tables
 
 MAX_MESSAGE = 2000
@@ -78,7 +79,7 @@ def stable_seed(seed: int, index: int) -> int:
     return (int(seed) * 1_000_003 + int(index)) % (2**31 - 1)
 
 
-class ExplainWorker:
+class ExplainWorker(BatchedWorker):
     """Holds the model on one device; ``process(shard)`` implements ``xcore.pipeline.base.Worker``."""
 
     def __init__(self, job: Any, model: nn.Module, dataset: Dataset, device: str) -> None:
@@ -91,14 +92,6 @@ class ExplainWorker:
         self.loaders = max(1, torch.get_num_threads())
         # sample annotations the configured metrics declare they need (e.g. boxes, mask), passed per sample
         self.annotations = {n for m in job.metrics for n in xcore.metrics.METRICS.get(m).needs}
-
-    @property
-    def batch_size(self) -> int:
-        return self.batch.value
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self.batch.value = max(1, int(value))
 
     def process(self, shard: Shard) -> dict[str, Any]:
         t0 = time.perf_counter()

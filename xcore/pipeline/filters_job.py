@@ -23,13 +23,12 @@ from typing import Any
 
 from xcore.analysis.blocks import Block
 from xcore.core.layers import default_layer, get_layer
-from xcore.core.shards import Shard, plan_shards
 from xcore.datasets import DATASETS, DatasetKind
 from xcore.errors import UsageError
 from xcore.io.lock import refuse_foreign
 from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
 from xcore.models import load_checkpoint, weights_digest
-from xcore.pipeline.base import JOBS, BaseJob
+from xcore.pipeline.base import JOBS, SampleShardedJob
 from xcore.pipeline.config import FiltersConfig, parse_config
 from xcore.pipeline.explain_job import resolve_device
 
@@ -50,7 +49,7 @@ def validate_scorers(scorers: dict[str, dict[str, Any]]) -> dict[str, dict[str, 
 
 
 @JOBS.register(TABLE)
-class FiltersJob(BaseJob):
+class FiltersJob(SampleShardedJob):
     """Driver side of the filter_scores job (module docstring); implements ``xcore.pipeline.base.Job``."""
 
     kind = TABLE
@@ -114,12 +113,6 @@ class FiltersJob(BaseJob):
     def requires(self) -> list[tuple[str, dict[str, Any]]]:
         """The reference split's scores (their per-class distributions), scored first when there is one."""
         return [(TABLE, self.reference.config)] if self.reference else []
-
-    def shards(self) -> list[Shard]:
-        return plan_shards(self.n_samples, self.config["shard_size"])
-
-    def is_complete(self, shard: Shard) -> bool:
-        return self.layout.is_complete(shard, self.run_key)
 
     def worker(self, device: str | None = None) -> Any:
         from xcore.pipeline.filters_worker import FiltersWorker

@@ -27,6 +27,7 @@ from xcore.core.prefetch import prefetch
 from xcore.core.shards import Shard
 from xcore.errors import UsageError
 from xcore.filters import primary_scorer
+from xcore.pipeline.base import BatchedWorker
 from xcore.pipeline.explain_worker import stable_seed
 from xcore.pipeline.tables import ERRORS
 
@@ -46,7 +47,7 @@ FILTER_SCORES = pa.schema([
 :mod:`xcore.pipeline.filters_job`; docs/filters.md says why one row per sample and not per filter)."""
 
 
-class FiltersWorker:
+class FiltersWorker(BatchedWorker):
     """Holds the model (and the reference distributions) on one device; implements ``xcore.pipeline.base.Worker``."""
 
     def __init__(self, job: Any, model: nn.Module, device: str) -> None:
@@ -73,14 +74,6 @@ class FiltersWorker:
         meta = job.model_meta
         self.norm = {"mean": tuple(meta.get("mean") or (0.485, 0.456, 0.406)),
                      "std": tuple(meta.get("std") or (0.229, 0.224, 0.225))}
-
-    @property
-    def batch_size(self) -> int:
-        return self.batch.value
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self.batch.value = max(1, int(value))
 
     def process(self, shard: Shard) -> dict[str, Any]:
         t0 = time.perf_counter()

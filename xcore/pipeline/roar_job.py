@@ -155,9 +155,6 @@ class RoarJob(BaseJob):
     def shards(self) -> list[Shard]:
         return [Shard(u.unit, u.unit, u.unit + 1) for u in self.units]
 
-    def is_complete(self, shard: Shard) -> bool:
-        return self.layout.is_complete(shard, self.run_key)
-
     def worker(self, device: str | None = None) -> Any:
         from xcore.pipeline.roar_worker import RoarWorker
 
