@@ -21,8 +21,12 @@ TABLES = ("metrics", "explanations", "errors")
 
 
 def summary_sql(columns: list[str]) -> str:
-    """Per-method counts and the mean of every ``*_auc`` column over ``status = 'ok'`` rows."""
+    """Per-method counts and the mean of every ``*_auc`` column over ``status = 'ok'`` rows; with the faithfulness
+    metric's columns also AD and IIC (:func:`xcore.metrics.faithfulness.average_drop_increase`, in SQL)."""
     means = "".join(f", avg({c}) FILTER (WHERE status = 'ok') AS {c}" for c in columns if c.endswith("_auc"))
+    if {"confidence", "masked_confidence"} <= set(columns):  # Average Drop / Increase in Confidence (eqs 5.4-5.5)
+        means += (", 100 * avg(greatest(0, confidence - masked_confidence) / confidence) FILTER (WHERE status = "
+                  "'ok') AS AD, 100 * avg((masked_confidence > confidence)::INT) FILTER (WHERE status = 'ok') AS IIC")
     return ("SELECT method, count(*) FILTER (WHERE status = 'ok') AS ok, "
             f"count(*) FILTER (WHERE status <> 'ok') AS errors{means} "
             "FROM metrics GROUP BY method ORDER BY method")
