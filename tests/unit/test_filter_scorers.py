@@ -192,6 +192,17 @@ def test_only_the_needed_gradients_are_computed() -> None:
     assert p.grad is None and p.loss_grad is not None
     _, p = score_many({"gradcam": {}, "taylor": {}}, model, x, layer="relu", labels=[0, 1])
     assert p.grad is not None and p.loss_grad is not None
+    # and they are the right gradients: on the GAP net ∂y^c/∂A_ij = w_c / Z, ∂O/∂A_ij = Σ_j (p_j − 1[j = y]) w_j / Z
+    _pre, _A, logits, W, _b = by_hand(model, x)
+    z = x.shape[2] * x.shape[3]
+    c = p.classes.numpy()
+    np.testing.assert_allclose(p.grad.numpy(), np.broadcast_to((W[c] / z)[:, :, None, None], p.grad.shape),
+                               rtol=1e-12, atol=1e-15)
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    prob[[0, 1], [0, 1]] -= 1
+    np.testing.assert_allclose(p.loss_grad.numpy(), np.broadcast_to((prob @ W / z)[:, :, None, None],
+                                                                     p.loss_grad.shape), rtol=1e-10, atol=1e-15)
 
 
 # ------------------------------------------------------------------------------------------------------ 5. taps

@@ -20,6 +20,7 @@ import torch
 
 from xcore.analysis.blocks import Block
 from xcore.io.atomic import atomic_open
+from xcore.io.query import sql_list
 
 
 def _plt() -> Any:
@@ -62,7 +63,7 @@ def top_images(files: list[Path], filt: int, n: int, *, by: str = "activation", 
     (``by="score"``: largest score of the sample's class, among samples of ``label`` when given)."""
     col = "activation" if by == "activation" else "scores"
     where = "status = 'ok'" + (f" AND label = {int(label)}" if label is not None else "")
-    paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
+    paths = sql_list(files)
     sql = (f"SELECT index, sample_id, list_extract({col}, {int(filt) + 1}) AS v FROM read_parquet({paths}) "
            f"WHERE {where} ORDER BY v DESC, index LIMIT {int(n)}")
     with duckdb.connect() as con:
@@ -133,7 +134,7 @@ def write_report(job: Any, methods: list[str] | None = None) -> list[Block]:
         figures.append(ranking_figure(root / "filter_ranking.parquet", root / "filter_ranking.png"))
     if job.reference is not None and job.config["top_images"]:
         files = scorer_files(job)[primary_scorer(job.scorers)]
-        paths = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in files) + "]"
+        paths = sql_list(files)
         with duckdb.connect() as con:
             cur = con.execute(f"SELECT index, label, pred, most_surprising FROM read_parquet({paths}) WHERE "
                               "status = 'ok' AND most_surprising >= 0 ORDER BY (pred <> label) DESC, "

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 
 from xcore.errors import UsageError
+from xcore.io.query import sql_list
 
 STATS_SCHEMA = pa.schema([
     pa.field("label", pa.int64(), nullable=False),
@@ -52,10 +53,6 @@ STATS_SCHEMA = pa.schema([
     pa.field("hist", pa.list_(pa.int64()), nullable=False),
 ])
 _MEMORY = re.compile(r"^\s*\d+(\.\d+)?\s*[KMGT]i?B\s*$", re.IGNORECASE)
-
-
-def _sql_list(paths: Sequence[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
 def _values_sql(source: str, column: str) -> str:
@@ -159,7 +156,7 @@ def filter_stats(files: Sequence[str | Path], *, column: str = "scores", bins: i
         if memory_limit is not None:
             con.execute(f"SET memory_limit = '{memory_limit.strip()}'")
         try:
-            parts = _reduce(con, f"read_parquet({_sql_list(paths)}, union_by_name = true)", column, bins,
+            parts = _reduce(con, f"read_parquet({sql_list(paths)}, union_by_name = true)", column, bins,
                             classes_per_query, low, high, Path(spill))
         except duckdb.OutOfMemoryException as err:
             raise UsageError(f"filter_stats: out of memory (memory_limit={memory_limit}) with {classes_per_query} "

@@ -10,6 +10,7 @@ written but not committed before a kill, or a temp file is not part of any query
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ def summary_sql(columns: list[str]) -> str:
             "FROM metrics GROUP BY method ORDER BY method")
 
 
-def _sql_list(paths: list[Path]) -> str:
+def sql_list(paths: Sequence[Path | str]) -> str:
+    """``paths`` as a DuckDB list literal of quoted strings (``read_parquet([...])``)."""
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
@@ -52,7 +54,7 @@ def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyC
             if files:
                 keys = sorted({p.parent.name.partition("=")[0] for p in files if "=" in p.parent.name})
                 hive = (", hive_types = {" + ", ".join(f"'{k}': 'VARCHAR'" for k in keys) + "}") if keys else ""
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({_sql_list(files)}, "
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({sql_list(files)}, "
                             f"hive_partitioning = true, union_by_name = true{hive})")
             else:  # keep queries valid on a run without this table yet
                 con.execute(f"CREATE VIEW {table} AS SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS method, "
@@ -60,7 +62,7 @@ def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyC
                             "NULL::DOUBLE AS insertion_auc WHERE false")
         for path in derived_tables(root):
             if path.stem not in tables and path.stem not in TABLES:
-                con.execute(f"CREATE VIEW {path.stem} AS SELECT * FROM read_parquet({_sql_list([path])})")
+                con.execute(f"CREATE VIEW {path.stem} AS SELECT * FROM read_parquet({sql_list([path])})")
     except BaseException:
         con.close()
         raise
