@@ -1,7 +1,11 @@
 """Time per image of every registered explanation method next to its peer implementation, as ours / peer ratios.
 
     .venv/bin/python benchmarks/explainers.py [--models demo resnet50] [--methods gradcam lrp swag_I ...] [--quick]
-        [--batch 2] [--repeats 3] [--budget 1] [--slow 5] [--threads N] [--clock wall|cpu]
+        [--batch 2] [--repeats 3] [--budget 1] [--slow 5] [--threads N] [--clock wall|cpu] [--efficiency]
+
+``--efficiency`` prints the thesis's efficiency table instead (Tables 3.11 / 4.4 / 5.5: mean seconds per
+explanation, at batch 1 and at ``--batch``, beside the thesis's seconds on one Titan X), ours only, with the device
+named; the time runs from the device-resident input to the full-resolution map, warm-up excluded.
 
 e.g. ``--models demo`` (about 2 min on 2 CPU cores) and ``--models resnet50 --quick`` (about 10 min); a full
 ResNet-50 run is hours on a CPU (Score-CAM / Ablation-CAM: 2 × 2,048 forwards each for ours and for the peer).
@@ -41,6 +45,7 @@ Methods that are not registered (e.g. ``lrp`` before it lands) are skipped with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 import warnings
@@ -211,6 +216,39 @@ def run_model(b: Bench, labels: list[str], args: argparse.Namespace) -> None:
         print(f"  note: {note}")
 
 
+def device_name() -> str:
+    """The CPU model and thread count (or the GPU's name) the timings were taken on."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    model = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("model name")), "CPU") if Path("/proc/cpuinfo").is_file() else "CPU"
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
+def efficiency_table(b: Bench, labels: list[str], args: argparse.Namespace) -> None:
+    """Seconds per explanation of ours at batch 1 and at ``--batch`` beside the thesis's (Tables 3.11 / 4.4 / 5.5)."""
+    from xcore.analysis.evaluation import THESIS_SECONDS
+
+    n = b.x.shape[0]
+    print(f"\n== efficiency, {b.name} {tuple(b.x.shape[1:])}: seconds per explanation on {device_name()}"
+          f"{', --quick' if args.quick else ''} ==")
+    print(f"{'method':22s} {'batch 1':>9s} {f'batch {n}':>9s}  thesis (Titan X)")
+    for label in labels:
+        method = VARIANTS.get(label, (label, {}))[0]
+        if method not in E.available():
+            continue
+        full, _ = ours_call(label, b, args.quick)
+        single, _ = ours_call(label, dataclasses.replace(b, x=b.x[:1], t=b.t[:1], ours_s={}), args.quick)
+        try:
+            s1, sn = best_times([single], args)[0], best_times([full], args)[0] / n
+        except Exception as err:  # e.g. a clip-only method on images
+            print(f"{label:22s} {'—':>9s} {'—':>9s}  ({type(err).__name__}: {str(err)[:60]})")
+            continue
+        thesis = THESIS_SECONDS.get(label, {})
+        print(f"{label:22s} {s1:9.4f} {sn:9.4f}  {', '.join(f'{k} {v:.2f}' for k, v in thesis.items()) or '—'}",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["demo", "resnet50"], choices=["demo", "resnet50"])
@@ -224,6 +262,7 @@ def main() -> None:
                     help="wall: time.perf_counter; cpu: time.process_time (all threads; robust on a busy machine "
                          "with --threads 1)")
     ap.add_argument("--quick", action="store_true", help="fewer samples for expensive methods, ours and peers alike")
+    ap.add_argument("--efficiency", action="store_true", help="the thesis's seconds-per-explanation table (ours)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning, module="captum")  # requires_grad set, ReLU hooks
     if args.threads:
@@ -234,7 +273,8 @@ def main() -> None:
     if "lrp" not in labels and not args.methods:
         labels.append("lrp")  # listed (and skipped with a note) until it is registered
     for name in args.models:
-        run_model(demo_bench(args.batch) if name == "demo" else resnet_bench(args.batch), labels, args)
+        bench = demo_bench(args.batch) if name == "demo" else resnet_bench(args.batch)
+        (efficiency_table if args.efficiency else run_model)(bench, labels, args)
 
 
 if __name__ == "__main__":

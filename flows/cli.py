@@ -19,7 +19,7 @@ from flows.cli_demo import demo, train
 from flows.cli_filters import filters
 from flows.cli_options import fail, parse_assignments, parse_params, with_model_options
 from flows.cli_roar import roar
-from flows.cli_verify import committed_run, verify
+from flows.cli_verify import committed_run, require_run, verify
 from flows.launch import console, execute
 from flows.progress import print_blocks, print_rows
 from tasks.options import RunOptions
@@ -125,9 +125,27 @@ def summary(run_dir: Path) -> None:
 
             print_blocks(console, [str(run_dir), *filter_blocks(info.get("summary") or {})])
         else:
+            from xcore.analysis.evaluation import evaluation_blocks
+
             print_rows(console, f"{run_dir}", summarise(con))
+            print_blocks(console, evaluation_blocks(con, run_dir))
         errors = con.execute("SELECT count(*) FROM errors").fetchone()[0]  # type: ignore[index]
     console.print(f"errors: {errors} (query them with: xai query {run_dir} \"SELECT * FROM errors\")")
+
+
+@app.command()
+def sanity(pred_run: Path, random_run: Path) -> None:
+    """The random-target sanity check (thesis §3.6.4, Table 3.5): per method, deletion AUC of a run explaining the
+    prediction beside a run of the same data with --target random (deletion tracks the prediction in both)."""
+    from xcore.analysis.evaluation import random_target_rows
+
+    for run in (pred_run, random_run):
+        require_run(run)  # one clear line (exit 2) for a path that is not a run
+    try:
+        data = random_target_rows(pred_run, random_run)
+    except (UsageError, ValueError) as err:
+        raise fail(UsageError(str(err))) from None
+    print_rows(console, f"deletion AUC, predicted vs random target ({pred_run} / {random_run})", data)
 
 
 @app.command()

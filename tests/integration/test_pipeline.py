@@ -20,6 +20,7 @@ from xcore.core.shards import Shard, plan_shards
 from xcore.errors import UsageError
 from xcore.io.parquet import decode_heatmap
 from xcore.pipeline import BaseJob, open_job
+from xcore.pipeline.tables import is_timing
 
 
 def _run(job, executor=None):
@@ -31,7 +32,7 @@ def _run(job, executor=None):
 
 def _table(run_dir: str, name: str):
     t = pads.dataset(str(Path(run_dir) / name), format="parquet", partitioning="hive").to_table()
-    drop = [c for c in ("elapsed_ms",) if c in t.column_names]
+    drop = [c for c in t.column_names if is_timing(c)]
     return t.drop_columns(drop).sort_by([("method", "ascending"), ("index", "ascending")]).to_pylist()
 
 
@@ -105,7 +106,7 @@ def test_rows_heatmaps_and_per_sample_failures(explain_cfg, monkeypatch):
 def test_job_validation_errors(explain_cfg, tmp_path):
     for change, match in [({"methods": {"nope": {}}}, "nope"),
                           ({"methods": {"gradcam": {"layer": "featurez"}}}, "featurez"),
-                          ({"methods": {"gradient": {"bogus": 1}}}, "bogus"),
+                          ({"metrics": {"pointing": {}}}, "unknown metric .pointing.; known: .*pointing_game"),
                           ({"metrics": {"pointing": {}}}, "pointing"),
                           ({"dataset": str(tmp_path / "missing")}, "does not exist"),
                           ({"shard_size": 0}, "shard_size")]:

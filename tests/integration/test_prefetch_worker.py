@@ -12,6 +12,7 @@ import pytest
 
 import xcore.explain
 from xcore.pipeline import open_job
+from xcore.pipeline.tables import is_timing
 
 DEADLINE = 60.0  # seconds; only a deadline for an event that must happen, never a measured quantity
 
@@ -46,7 +47,7 @@ def _files(run_dir: str) -> dict[str, list[dict[str, Any]]]:
     for path in sorted(Path(run_dir).rglob("*.parquet")):
         t = pq.read_table(path)
         out[path.relative_to(run_dir).as_posix()] = t.drop_columns(
-            [c for c in ("elapsed_ms",) if c in t.column_names]).to_pylist()
+            [c for c in t.column_names if is_timing(c)]).to_pylist()
     return out
 
 

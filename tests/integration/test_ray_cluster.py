@@ -26,12 +26,13 @@ import pyarrow.dataset as pads
 import pytest
 from ray_nodes import RayCluster, cmdline, connect_in_subprocess, free_port, kill_group, node_env, spawn, start_cluster
 
+from xcore.pipeline.tables import is_timing
+
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 XAI = str(Path(sys.executable).with_name("xai"))
 RUN_ARGS = ["-m", "gradient", "-m", "gradcam", "-p", "gradcam.layer=features", "--metric", "deletion_insertion",
             "-p", "deletion_insertion.steps=8", "--shard-size", "2", "--batch-size", "2"]
 SHARDS = 5
-VARYING = {"elapsed_ms"}  # per-run timing; every other column must agree
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +72,12 @@ def xai_run(data: Path, model: Path, run_dir: Path, env: dict[str, str], *extra:
 
 
 def tables(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """The ``explanations``, ``metrics`` and ``errors`` rows of a run, without :data:`VARYING` columns, in a
-    canonical order."""
+    """The ``explanations``, ``metrics`` and ``errors`` rows of a run, without the timing columns
+    (:func:`xcore.pipeline.tables.is_timing`), in a canonical order."""
     out = {}
     for name in ("explanations", "metrics", "errors"):
         rows = pads.dataset(str(run_dir / name), format="parquet", partitioning="hive").to_table().to_pylist()
-        rows = [{k: v for k, v in r.items() if k not in VARYING} for r in rows]
+        rows = [{k: v for k, v in r.items() if not is_timing(k)} for r in rows]
         out[name] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
     return out
 

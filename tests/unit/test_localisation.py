@@ -298,3 +298,41 @@ def test_a_clip_outside_the_tube_carries_no_boxes(ucf24_root: Path, tmp_path: Pa
         meta = UCF101Reader(ucf24_root, annotations=ann, transform=t).load(0).meta
         assert meta["indices"] == list(range(16, 32))
         assert sum(map(bool, meta.get("boxes", []))) == boxed
+
+
+def _loc_run(root: Path, rows: list[tuple[str, list[float]]]) -> Path:
+    """A committed image run of method ``a`` whose three families all hold the given IoU lists (α grid 0, 0.5)."""
+    lists = pa.list_(pa.float32())
+    schema = pa.schema([("sample_id", pa.string()), ("index", pa.int64()), ("status", pa.string()),
+                        ("loc_val_iou", lists), ("loc_mean_iou", lists), ("loc_energy_iou", lists)])
+    layout, shard = RunLayout(root), Shard(0, 0, len(rows))
+    data = [[s for s, _ in rows], list(range(len(rows))), ["ok"] * len(rows)] + [[v for _, v in rows]] * 3
+    layout.write_shard(shard, "k", {layout.table_path("metrics", shard, "a"): pa.table(
+        [pa.array(c, type=f.type) for c, f in zip(data, schema, strict=True)], schema=schema)}, {})
+    grids = {f"{f}_alphas": [0.0, 0.5] for f in ("val", "mean", "energy")}
+    (root / "run.json").write_text(json.dumps({"resolved": {"modality": "image",
+                                                            "metrics": {"weak_localisation": grids}}}))
+    return root
+
+
+def test_held_out_alpha_is_chosen_on_the_select_part_and_scored_on_the_rest(tmp_path: Path) -> None:
+    from xcore.analysis.localisation import in_select
+
+    ids = [f"img{i:03d}" for i in range(40)]
+    pick = [in_select(i, 7, 0.25) for i in ids]
+    assert 4 <= sum(pick) <= 16 and pick != [in_select(i, 8, 0.25) for i in ids]  # seeded
+    assert [in_select(i, 7, 0.25) for i in ids] == pick and not any(in_select(i, 7, 0.0) for i in ids)
+    # select samples localise at α = 0 only; the others at α = 0.5 only, so the best α on all data is 0.5
+    rows = [(i, [0.9, 0.1] if p else [0.1, 0.9]) for i, p in zip(ids, pick, strict=True)]
+    n_sel = sum(pick)
+    rep = localisation_report(_loc_run(tmp_path / "run", rows), select=0.25, seed=7)
+    for r in rep:
+        assert (r["best_alpha"], r["best_error"]) == (0.5, pytest.approx(100 * n_sel / 40))
+        assert (r["heldout_alpha"], r["heldout_error"]) == (0.0, 100.0)  # α fitted on select, wrong on the rest
+        assert (r["select_samples"], r["eval_samples"]) == (n_sel, 40 - n_sel)
+    # a select run: α = 0.5 wins there, and is scored on all 40 samples of this run
+    other = _loc_run(tmp_path / "train", [(f"t{i}", [0.2, 0.8]) for i in range(5)])
+    rep = localisation_report(tmp_path / "run", select_run=other)
+    for r in rep:
+        assert (r["heldout_alpha"], r["heldout_error"]) == (0.5, pytest.approx(100 * n_sel / 40))
+        assert (r["select_samples"], r["eval_samples"]) == (5, 40)

@@ -112,6 +112,7 @@ def method_table(run_dir: Path | str) -> list[dict[str, Any]]:
         row = rows.setdefault(r["method"], {"method": r["method"]})
         row[f"loc_{r['family']}_error"] = r["best_error"]
         row[f"loc_{r['family']}_alpha"] = r["best_alpha"]
+        row[f"loc_{r['family']}_heldout_error"] = r["heldout_error"]
     return [rows[m] for m in sorted(rows)]
 
 

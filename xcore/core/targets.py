@@ -107,3 +107,16 @@ class Target:
         for i, fn in enumerate(self._fns):
             picked.append(fn(output[i : i + 1]).reshape(()) if fn is not None else scores[i, self._classes[i]])
         return torch.stack(picked)
+
+
+def stable_seed(seed: int, index: int) -> int:
+    """Per-sample seed for seeded methods and targets: independent of batching and sharding."""
+    return (int(seed) * 1_000_003 + int(index)) % (2**31 - 1)
+
+
+def random_target(seed: int, index: int, pred: int, num_classes: int) -> int:
+    """A uniformly random class other than ``pred`` (thesis §3.6.4, Table 3.5), seeded by the run seed and the
+    sample index (so the same for any batching or sharding)."""
+    gen = torch.Generator().manual_seed(stable_seed(seed + 7919, index))
+    k = int(torch.randint(num_classes - 1, (1,), generator=gen))
+    return k + int(k >= pred)

@@ -29,6 +29,12 @@ class Metric:
     per_sample_keys: tuple[str, ...] = ()
     list_keys: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
+    by_method: Callable[[str], dict[str, Any]] | None = None
+
+    def method_defaults(self, method: str) -> dict[str, Any]:
+        """Defaults that depend on the explained method (e.g. the pointing game smooths gradient maps only);
+        a parameter the user sets wins over them."""
+        return dict(self.by_method(method)) if self.by_method is not None else {}
 
     def params(self, overrides: dict[str, Any]) -> dict[str, Any]:
         """The full parameters: defaults updated with ``overrides`` (unknown names raise ``UsageError``)."""
@@ -38,15 +44,16 @@ class Metric:
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register(name: str, *, keys: tuple[str, ...], list_keys: tuple[str, ...] = (),
-             needs: tuple[str, ...] = ()) -> Callable[[MetricFn], MetricFn]:
-    """Register ``fn`` as metric ``name`` (see the module docstring for ``keys``, ``list_keys``, ``needs``)."""
+def register(name: str, *, keys: tuple[str, ...], list_keys: tuple[str, ...] = (), needs: tuple[str, ...] = (),
+             by_method: Callable[[str], dict[str, Any]] | None = None) -> Callable[[MetricFn], MetricFn]:
+    """Register ``fn`` as metric ``name`` (see the module docstring for ``keys``, ``list_keys``, ``needs``;
+    ``by_method(method)`` gives parameter defaults that depend on the explained method)."""
     if not set(list_keys) <= set(keys):
         raise ValueError(f"metric {name!r}: list_keys {sorted(set(list_keys) - set(keys))} are not among its keys")
 
     def deco(fn: MetricFn) -> MetricFn:
         defaults = {k: v for k, v in keyword_defaults(fn).items() if k not in needs}
-        METRICS.add(name, Metric(name, fn, defaults, tuple(keys), tuple(list_keys), tuple(needs)))
+        METRICS.add(name, Metric(name, fn, defaults, tuple(keys), tuple(list_keys), tuple(needs), by_method))
         return fn
 
     return deco

@@ -69,8 +69,9 @@ class ExplainConfig(DatasetJobConfig):
     metrics: Params = Field(default_factory=lambda: {"deletion_insertion": {}},
                             description="metrics {name: params}", json_schema_extra={"cli": False})
     split: str = Field("val", description="split; for NTU a bare part means the checkpoint's benchmark")
-    target: Literal["pred", "label"] = Field(
-        "pred", description="explained class: pred (clean prediction) or label (ground truth)")
+    target: Literal["pred", "label", "random"] = Field(
+        "pred", description="explained class: pred (clean prediction), label (ground truth) or random (a seeded "
+        "random class other than the prediction; metrics still score the prediction: a sanity check)")
 
 
 ROAR_FRACTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)

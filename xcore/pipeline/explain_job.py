@@ -70,6 +70,13 @@ class ExplainJob(SampleShardedJob):
         self.layout = RunLayout(self.run_dir)
         self._check_run_dir()
 
+    def metric_params(self, method: str, name: str) -> dict[str, Any]:
+        """Metric ``name``'s parameters for maps of ``method``: the user's, then the metric's method-dependent
+        defaults (e.g. the pointing game smooths gradient maps), then its published defaults."""
+        given = self.config["metrics"][name]
+        by_method = xcore.metrics.METRICS.get(name).method_defaults(method)
+        return {**self.metrics[name], **{k: v for k, v in by_method.items() if k not in given}}
+
     @property
     def preprocessing(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in sorted(self.reader_kwargs.items()))

@@ -27,12 +27,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import xcore.core.timing as timing
 import xcore.explain
 import xcore.metrics
 from xcore.core.batching import BatchSize, SampleOOMError, is_oom, robust_map
 from xcore.core.maps import map_grid, resize_to
 from xcore.core.prefetch import prefetch
 from xcore.core.shards import Shard
+from xcore.core.targets import random_target, stable_seed
 from xcore.data.base import Dataset
 from xcore.explain.base import METHODS
 from xcore.io.parquet import encode_heatmap
@@ -66,17 +68,12 @@ class Outcome:
     native_shape: dict[str, list[int]]
     values: dict[str, Any] = field(default_factory=dict)
     errors: list[tuple[str, BaseException]] = field(default_factory=list)
-    elapsed_ms: float = 0.0
+    timing: dict[str, float] = field(default_factory=dict)
 
 
 def _plain(value: Any) -> Any:
     """JSON for a meta value's numpy / torch leaves (e.g. int64 box corners): their Python value, else text."""
     return value.tolist() if hasattr(value, "tolist") else str(value)
-
-
-def stable_seed(seed: int, index: int) -> int:
-    """Per-sample seed for seeded methods: independent of batching and sharding."""
-    return (int(seed) * 1_000_003 + int(index)) % (2**31 - 1)
 
 
 class ExplainWorker(BatchedWorker):
@@ -92,6 +89,8 @@ class ExplainWorker(BatchedWorker):
         self.loaders = max(1, torch.get_num_threads())
         # sample annotations the configured metrics declare they need (e.g. boxes, mask), passed per sample
         self.annotations = {n for m in job.metrics for n in xcore.metrics.METRICS.get(m).needs}
+        self.num_classes = 0  # the model's number of outputs, known after the first prediction
+        self.warm: set[str] = set()  # methods whose untimed warm-up explanation has run on this worker
 
     def process(self, shard: Shard) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -186,54 +185,69 @@ class ExplainWorker(BatchedWorker):
         """(pred, score) per sample; a sample whose model output is NaN / inf fails here, naming that output."""
         x = torch.stack([it.x for it in items]).to(self.device)
         out = self.model(x).float()
+        self.num_classes = out.shape[1]
         score, pred = out.softmax(dim=1).max(dim=1)
         bad = [" and ".join(f"{int(n)} {k}" for k, n in (("NaN", r.isnan().sum()), ("inf", r.isinf().sum())) if n)
                for r in out.flatten(1)]
         return [FloatingPointError(f"model output is not finite ({b} among its {out[0].numel()} logits)") if b
                 else (int(p), float(s)) for p, s, b in zip(pred.tolist(), score.tolist(), bad, strict=True)]
 
-    def _explain(self, method: str, items: list[Item]) -> list[Outcome]:
-        t0 = time.perf_counter()
-        x = torch.stack([it.x for it in items]).to(self.device)
-        targets = torch.tensor([self._target(it) for it in items], dtype=torch.long)
+    def _maps(self, method: str, x: Tensor, targets: Tensor, items: list[Item]) -> tuple[Any, dict[str, Tensor]]:
+        """The method's native output and its parts at full resolution (what ``explain_ms`` times)."""
         params = dict(self.job.methods[method])
         if "seeds" in params and params["seeds"] is None:
             params["seeds"] = [stable_seed(params.get("seed", self.job.config["seed"]), it.index) for it in items]
         native = xcore.explain.run(method, self.model, x, targets, resize=False, parts=True, **params)
         mode = METHODS.get(method).resize_mode
-        parts = {k: resize_to(v, map_grid(x, v), mode).float() for k, v in native.maps.items()}
+        return native, {k: resize_to(v, map_grid(x, v), mode).float() for k, v in native.maps.items()}
+
+    def _explain(self, method: str, items: list[Item]) -> list[Outcome]:
+        x = torch.stack([it.x for it in items]).to(self.device)
+        targets = torch.tensor([self._target(it) for it in items], dtype=torch.long)
+        if method not in self.warm:  # untimed warm-up: first-call allocations, kernel selection, lazy imports
+            self._maps(method, x[:1], targets[:1], items[:1])
+            self.warm.add(method)
+        timing.synchronize(self.device)
+        t0 = timing.clock()
+        native, parts = self._maps(method, x, targets, items)
+        explain_ms = timing.elapsed_ms(t0, self.device, len(items))
         maps = parts[native.primary]
         finite = torch.stack([torch.isfinite(p.flatten(1)).all(dim=1) for p in parts.values()]).all(dim=0).tolist()
         shapes = {k: list(v.shape[1:]) for k, v in native.maps.items()}
         outs = [Outcome({k: p[i].cpu() for k, p in parts.items()} if ok else None, shapes,
-                        errors=[] if ok else [("explain", FloatingPointError("map contains NaN or inf"))])
+                        errors=[] if ok else [("explain", FloatingPointError("map contains NaN or inf"))],
+                        timing={"explain_ms": explain_ms, "explain_batch": len(items)})
                 for i, ok in enumerate(finite)]
         for key, val in native.extras.items():
             for o, v in zip(outs, val.detach().float().cpu(), strict=True):
                 o.values[key] = v.reshape(-1).tolist()
         keep = [i for i, ok in enumerate(finite) if ok]
-        for name, mparams in self.job.metrics.items():
-            need = xcore.metrics.METRICS.get(name).needs
-            idx = [i for i in keep if all(items[i].ann.get(n) is not None for n in need)]
+        scored = targets if self.job.config["target"] != "random" else torch.tensor([it.pred for it in items])
+        for name in self.job.metrics:
+            metric = xcore.metrics.METRICS.get(name)
+            idx = [i for i in keep if all(items[i].ann.get(n) is not None for n in metric.needs)]
             if idx:
-                extra = {n: [items[i].ann[n] for i in idx] for n in need}
-                self._metric(name, {**mparams, **extra}, x[idx], maps[idx], targets[idx], [outs[i] for i in idx],
+                extra = {n: [items[i].ann[n] for i in idx] for n in metric.needs}
+                params = {**self.job.metric_params(method, name), **extra}
+                self._metric(name, params, x[idx], maps[idx], scored[idx], [outs[i] for i in idx],
                              single=len(items) == 1)
-        per_sample = (time.perf_counter() - t0) * 1000 / len(items)
-        for o in outs:
-            o.elapsed_ms = per_sample
         return outs
 
     def _metric(self, name: str, params: dict[str, Any], x: Tensor, maps: Tensor, targets: Tensor,
                 outs: list[Outcome], *, single: bool) -> None:
         metric = xcore.metrics.METRICS.get(name)
+        timing.synchronize(self.device)
+        t0 = timing.clock()
         try:
             res = metric.fn(self.model, x, maps, targets, **params)
+            metric_ms = timing.elapsed_ms(t0, self.device, len(outs))
         except Exception as err:
             if not single or isinstance(err, SampleOOMError) or is_oom(err):
                 raise  # let robust_map attribute it sample by sample (or halve the batch)
             outs[0].errors.append(("metric", err))
             return
+        for o in outs:
+            o.timing[f"{name}_ms"] = metric_ms
         for key in metric.per_sample_keys:
             vals = res[key].detach().cpu()
             for i, o in enumerate(outs):
@@ -243,8 +257,14 @@ class ExplainWorker(BatchedWorker):
                 o.values[key] = v.tolist() if v.ndim else float(v)
 
     def _target(self, it: Item) -> int | None:
-        """The explained class: the prediction on the clean input, or the label with ``target="label"``."""
-        return it.label if self.job.config["target"] == "label" else it.pred
+        """The explained class: the prediction on the clean input, the label with ``target="label"``, or a seeded
+        random class other than the prediction with ``target="random"``."""
+        mode = self.job.config["target"]
+        if mode == "label":
+            return it.label
+        if mode == "random" and it.pred is not None:
+            return random_target(self.job.config["seed"], it.index, it.pred, self.num_classes)
+        return it.pred
 
     # --- rows -----------------------------------------------------------------------------------------
 
@@ -277,7 +297,7 @@ class ExplainWorker(BatchedWorker):
                 mets.append({**base, "pred_score": it.score, **(o.values if o is not None else {}),
                              "status": "ok" if ok else "error",
                              "error_type": None if ok else self._first_error(it, method),
-                             "elapsed_ms": o.elapsed_ms if o is not None else None})
+                             "device": str(self.device), **(o.timing if o is not None else {})})
             out[method] = (expl, mets)
         return out
 

@@ -25,10 +25,10 @@ from torch import Tensor, nn
 from xcore.core.batching import BatchSize, robust_map
 from xcore.core.prefetch import prefetch
 from xcore.core.shards import Shard
+from xcore.core.targets import stable_seed
 from xcore.errors import UsageError
 from xcore.filters import primary_scorer
 from xcore.pipeline.base import BatchedWorker
-from xcore.pipeline.explain_worker import stable_seed
 from xcore.pipeline.tables import ERRORS
 
 _F32 = pa.list_(pa.float32())

@@ -5,6 +5,8 @@ Metric columns come from each metric's declared ``per_sample_keys``: those it de
 predictions) are ``list<float32>`` columns of its own metrics files. Error rows keep them null. ``meta`` is the
 sample's scalar annotations as JSON (e.g. a skeleton's ``valid_frames``, ``subject``, ``camera``). ``part`` names
 the map of a multi-part method (``"map"`` for single-map methods; e.g. ``temporal`` / ``spatial`` / ``full``).
+``explain_ms``, ``explain_batch``, ``device`` and one ``<metric>_ms`` per metric time the explanation and each
+metric apart.
 """
 
 from __future__ import annotations
@@ -29,12 +31,19 @@ EXPLANATIONS = pa.schema([*_ID, pa.field("score", pa.float64()), pa.field("metho
 
 METRICS_HEAD = [*_ID, pa.field("pred_score", pa.float64()), pa.field("method", pa.string())]
 METRICS_TAIL = [pa.field("status", pa.string()), pa.field("error_type", pa.string()),
-                pa.field("elapsed_ms", pa.float64()), pa.field("run_key", pa.string())]
+                pa.field("device", pa.string()), pa.field("explain_ms", pa.float64()),
+                pa.field("explain_batch", pa.int64())]
 
 ERRORS = pa.schema([pa.field("sample_id", pa.string()), pa.field("index", pa.int64()),
                     pa.field("stage", pa.string()), pa.field("method", pa.string()),
                     pa.field("error_type", pa.string()), pa.field("message", pa.string()),
                     pa.field("run_key", pa.string())])
+
+
+def is_timing(column: str) -> bool:
+    """Whether a ``metrics`` column is a measured time (``explain_ms``, ``<metric>_ms``) or the batch size it was
+    measured at: the columns that differ between two runs of the same configuration."""
+    return column.endswith("_ms") or column == "explain_batch"
 
 
 def metric_fields(metrics: dict[str, Any]) -> list[pa.Field]:
@@ -50,7 +59,9 @@ def metric_fields(metrics: dict[str, Any]) -> list[pa.Field]:
 def metrics_schema(metrics: dict[str, Any], extras: tuple[str, ...] = ()) -> pa.Schema:
     """The ``metrics`` schema: identity, every metric's columns, the method's ``extras`` (list columns), status."""
     extra = [pa.field(k, pa.list_(pa.float32())) for k in extras]
-    return pa.schema([*METRICS_HEAD, *metric_fields(metrics), *extra, *METRICS_TAIL])
+    timing = [pa.field(f"{name}_ms", pa.float64()) for name in metrics]
+    return pa.schema([*METRICS_HEAD, *metric_fields(metrics), *extra, *METRICS_TAIL, *timing,
+                      pa.field("run_key", pa.string())])
 
 
 def _table(rows: list[dict[str, Any]], schema: pa.Schema, key: str) -> pa.Table:
