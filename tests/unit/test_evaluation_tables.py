@@ -56,7 +56,7 @@ def test_seconds_per_explanation_and_per_metric(tmp_path: Path) -> None:
     assert got["gradcam"]["explain_s"] == pytest.approx(0.020)
     assert got["gradcam"]["deletion_insertion_s"] == pytest.approx(0.080)
     assert set(got["gradcam"]["batch"].split("/")) == {"2", "4"} and got["gradcam"]["device"] == "cpu"
-    assert got["rise"]["explain_s"] == pytest.approx(2.0) and "17.48" in got["rise"]["thesis_s"]
+    assert got["rise"]["explain_s"] == pytest.approx(2.0) and got["rise"]["thesis_s"] == "13.19-17.48 (T3.11)"
 
 
 def test_random_target_table_pairs_the_samples_both_runs_scored(tmp_path: Path) -> None:

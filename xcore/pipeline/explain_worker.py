@@ -134,6 +134,9 @@ class ExplainWorker(BatchedWorker):
                 if err is not None:
                     self._fail(it, "load", None, err)
                     continue
+                if chunk and chunk[0].x.shape != it.x.shape:  # a batch holds one input shape (COCO keeps aspect)
+                    self._run_chunk(chunk)
+                    chunk = []
                 chunk.append(it)
                 if len(chunk) >= self.batch.value:  # the size after the previous batch (OOM may halve it)
                     self._run_chunk(chunk)
