@@ -137,15 +137,34 @@ def summary(run_dir: Path) -> None:
 def sanity(pred_run: Path, random_run: Path) -> None:
     """The random-target sanity check (thesis §3.6.4, Table 3.5): per method, deletion AUC of a run explaining the
     prediction beside a run of the same data with --target random (deletion tracks the prediction in both)."""
+    import duckdb
+
     from xcore.analysis.evaluation import random_target_rows
 
     for run in (pred_run, random_run):
         require_run(run)  # one clear line (exit 2) for a path that is not a run
     try:
         data = random_target_rows(pred_run, random_run)
-    except (UsageError, ValueError) as err:
-        raise fail(UsageError(str(err))) from None
+    except (UsageError, ValueError, duckdb.Error) as err:
+        raise fail(UsageError(str(err).splitlines()[0])) from None
     print_rows(console, f"deletion AUC, predicted vs random target ({pred_run} / {random_run})", data)
+
+
+@app.command()
+def bam(object_run: Path, scene_run: Path) -> None:
+    """BAM's model contrast score per method (thesis §3.5.4, Table 3.12) from a run of the object model and one of
+    the scene model over the same BAM images, both with --metric bam_attribution."""
+    import duckdb
+
+    from xcore.analysis.evaluation import model_contrast_rows
+
+    for run in (object_run, scene_run):
+        require_run(run)
+    try:
+        data = model_contrast_rows(object_run, scene_run)
+    except (UsageError, ValueError, duckdb.Error) as err:
+        raise fail(UsageError(str(err).splitlines()[0])) from None
+    print_rows(console, f"BAM model contrast score ({object_run} - {scene_run}; thesis Table 3.12)", data)
 
 
 @app.command()

@@ -134,20 +134,21 @@ def evaluation_blocks(con: duckdb.DuckDBPyConnection, run_dir: Path | str | None
     return blocks
 
 
+def _ok_rows(run: Path | str, columns: str) -> list[tuple[Any, ...]]:
+    """``columns`` of the ``ok`` metrics rows of a committed run."""
+    con = connect(run)
+    try:
+        return rows(con, f"SELECT {columns} FROM metrics WHERE status = 'ok'")[1]
+    finally:
+        con.close()
+
+
 def random_target_rows(pred_run: Path | str, random_run: Path | str) -> list[dict[str, Any]]:
     """The sanity check of thesis §3.6.4 / Table 3.5: per method, the mean deletion AUC of the run that explains the
     prediction beside that of the run that explains a random other class (``target="random"``; deletion tracks the
     prediction in both), over the samples ``ok`` in both runs. A method in only one run is left out."""
-    per_run = []
-    for run in (pred_run, random_run):
-        con = connect(run)
-        try:
-            _, data = rows(con, "SELECT method, sample_id, deletion_auc FROM metrics WHERE status = 'ok' "
-                                "AND deletion_auc IS NOT NULL")
-        finally:
-            con.close()
-        per_run.append({(m, s): v for m, s, v in data})
-    pred, rand = per_run
+    pred, rand = ({(m, s): v for m, s, v in _ok_rows(run, "method, sample_id, deletion_auc") if v is not None}
+                  for run in (pred_run, random_run))
     out = []
     for method in sorted({m for m, _ in pred} & {m for m, _ in rand}):
         both = sorted(s for m, s in pred if m == method and (m, s) in rand)
@@ -158,3 +159,27 @@ def random_target_rows(pred_run: Path | str, random_run: Path | str) -> list[dic
         out.append({"method": method, "n": len(both), "deletion_pred": p, "deletion_random": r,
                     "random_minus_pred": r - p})
     return out
+
+
+THESIS_MCS = {"gradcam": 0.312, "gradcam_pp": 0.326, "xgradcam": 0.312, "lime": 0.210, "rise": 0.202, "xrai": 0.243,
+              "swag": 0.194, "guided_backprop": 0.044}
+"""Thesis Table 3.12 (BAM model contrast score, ResNet-50; SWAG at SWAG_G)."""
+
+
+def model_contrast_rows(object_run: Path | str, scene_run: Path | str) -> list[dict[str, Any]]:
+    """BAM's model contrast score per method (thesis §3.5.4, eqs 3.7–3.9; :func:`xcore.metrics.bam.model_contrast`)
+    from a run of the object model and a run of the scene model over the same BAM images, each with the
+    ``bam_attribution`` metric, beside Table 3.12."""
+    from xcore.metrics.bam import model_contrast
+
+    cols = "method, sample_id, label, pred, region_attribution"
+    per_run = []
+    for run in (object_run, scene_run):
+        got: dict[str, list[dict[str, Any]]] = {}
+        for method, sample_id, label, pred, g in _ok_rows(run, cols):
+            got.setdefault(method, []).append({"sample_id": sample_id, "label": label, "pred": pred,
+                                               "region_attribution": g})
+        per_run.append(got)
+    obj, scene = per_run
+    return [{"method": m, **model_contrast(obj[m], scene[m]), "thesis": THESIS_MCS.get(m, "-")}
+            for m in sorted(set(obj) & set(scene))]
