@@ -18,14 +18,14 @@ import typer
 from flows.cli_options import fail
 from flows.launch import console
 from xcore.errors import UsageError
+from xcore.io.catalog import RUN_MARKERS
 
-MARKERS = ("run.json", "_shards", "_manifests/plan.json")
 DATA_ERRORS = (duckdb.IOException, duckdb.InvalidInputException)  # a file that cannot be read, not the SQL
 
 
 def require_run(run_dir: Path) -> None:
     """Exit 2 with one line unless ``run_dir`` is a run directory (it has ``run.json``, ``_shards`` or a plan)."""
-    if not run_dir.is_dir() or not any((run_dir / m).exists() for m in MARKERS):
+    if not run_dir.is_dir() or not any((run_dir / m).exists() for m in RUN_MARKERS):
         raise fail(UsageError(f"{run_dir} is not a run directory (no run.json, _shards or _manifests/plan.json)"))
 
 

@@ -6,6 +6,7 @@ Each view reads exactly the files listed by the commit records of the run's key 
 :func:`xcore.io.commits.committed_files`), never a glob: a copied ``shard-000003.backup.parquet``, a shard
 written but not committed before a kill, or a temp file is not part of any query, summary or ``run.json``.
 ``hive_types`` keeps the ``method`` / ``scorer`` partitions VARCHARs; ``union_by_name`` tolerates schema evolution.
+The same views over every run under one output root: :mod:`xcore.io.catalog`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import duckdb
 from xcore.io.commits import committed_files, resolve_key
 
 TABLES = ("metrics", "explanations", "errors")
+EMPTY_COLUMNS = ("NULL::VARCHAR AS sample_id, NULL::VARCHAR AS method, NULL::VARCHAR AS status, "
+                 "NULL::DOUBLE AS deletion_auc, NULL::DOUBLE AS insertion_auc")  # a table no shard has yet
 
 
 def summary_sql(columns: list[str]) -> str:
@@ -38,6 +41,14 @@ def sql_list(paths: Sequence[Path | str]) -> str:
     return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
 
 
+def read_committed(files: Sequence[Path]) -> str:
+    """The ``read_parquet([...])`` expression over the committed ``files`` of one table (of one run or of many,
+    :mod:`xcore.io.catalog`): hive partitions (``method=`` / ``scorer=``) as VARCHARs, ``union_by_name``."""
+    keys = sorted({p.parent.name.partition("=")[0] for p in files if "=" in p.parent.name})
+    hive = (", hive_types = {" + ", ".join(f"'{k}': 'VARCHAR'" for k in keys) + "}") if keys else ""
+    return f"read_parquet({sql_list(files)}, hive_partitioning = true, union_by_name = true{hive})"
+
+
 def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table (:data:`TABLES` and every other table the commit
     records list, e.g. ``roar``) over the committed files of run ``run_key``
@@ -52,14 +63,9 @@ def connect(run_dir: Path | str, run_key: str | None = None) -> duckdb.DuckDBPyC
         for table in sorted(set(TABLES) | set(tables)):  # the explain tables always; a job's own (roar) when there
             files = tables.get(table, [])
             if files:
-                keys = sorted({p.parent.name.partition("=")[0] for p in files if "=" in p.parent.name})
-                hive = (", hive_types = {" + ", ".join(f"'{k}': 'VARCHAR'" for k in keys) + "}") if keys else ""
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet({sql_list(files)}, "
-                            f"hive_partitioning = true, union_by_name = true{hive})")
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM {read_committed(files)}")
             else:  # keep queries valid on a run without this table yet
-                con.execute(f"CREATE VIEW {table} AS SELECT NULL::VARCHAR AS sample_id, NULL::VARCHAR AS method, "
-                            "NULL::VARCHAR AS status, NULL::DOUBLE AS deletion_auc, "
-                            "NULL::DOUBLE AS insertion_auc WHERE false")
+                con.execute(f"CREATE VIEW {table} AS SELECT {EMPTY_COLUMNS} WHERE false")
         for path in derived_tables(root):
             if path.stem not in tables and path.stem not in TABLES:
                 con.execute(f"CREATE VIEW {path.stem} AS SELECT * FROM read_parquet({sql_list([path])})")
