@@ -6,7 +6,9 @@ VENV   := .venv
 STAMP  := $(VENV)/.xcore-installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: demo test lint bench venv
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench venv chromium
 
 venv: $(STAMP)
 
@@ -21,7 +23,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/xai demo
 
-test: $(STAMP)
+# the HTML report's browser test drives Debian's Chromium (installed once, from the package registry)
+chromium:
+	command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests/unit
 	# two workers, one test module each: the ground-truth trainings (one thread each) run side by side

@@ -18,6 +18,8 @@ from flows.cli_clean import clean
 from flows.cli_demo import demo, train
 from flows.cli_filters import filters
 from flows.cli_options import fail, parse_assignments, parse_params, with_model_options
+from flows.cli_query import query
+from flows.cli_report import report
 from flows.cli_roar import roar
 from flows.cli_verify import committed_run, require_run, verify
 from flows.launch import console, execute
@@ -167,16 +169,8 @@ def bam(object_run: Path, scene_run: Path) -> None:
     print_rows(console, f"BAM model contrast score ({object_run} - {scene_run}; thesis Table 3.12)", data)
 
 
-@app.command()
-def query(run_dir: Path, sql: str) -> None:
-    """Run SQL over the views of a run's committed shards (DuckDB): ``metrics``, ``explanations``, ``errors``;
-    ``roar`` in a roar run; ``filter_scores`` and the reduced ``filter_stats`` / ``filter_ranking`` in a filters
-    run."""
-    from xcore.io.query import rows
-
-    with committed_run(run_dir) as con:
-        cols, data = rows(con, sql)
-    print_rows(console, sql, [dict(zip(cols, r, strict=True)) for r in data])
+app.command()(query)
+app.command()(report)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ FLOORS: dict[str, int] = {
     "xcore.viz": 5,
     "xcore.datasets": 6,
     "xcore.pipeline": 6,
+    "xcore.report": 7,
 }
 FORBIDDEN_SAME_FLOOR: frozenset[tuple[str, str]] = frozenset(
     {

@@ -10,6 +10,7 @@ pairs in ``FORBIDDEN_SAME_FLOOR`` are forbidden although they share a floor:
     4  xcore.explain, xcore.metrics      (siblings: neither imports the other)
     5  xcore.analysis, xcore.viz
     6  xcore.datasets, xcore.pipeline    (pipeline may import datasets, not the other way round)
+    7  xcore.report                      (an HTML page of a run: reopens its job to draw overlays)
 
 ``xcore/__init__.py`` is exempt as an importer. ``xcore`` never imports ``ray``, ``prefect``, ``tasks`` or ``flows``;
 ``tasks`` may import ``xcore`` but never ``flows``; ``flows`` may import both.
