@@ -80,10 +80,13 @@ def typed_params(name: str, texts: dict[str, str]) -> dict[str, Any]:
 
 
 def _cli_type(annotation: Any) -> Any:
-    """The type typer parses a field as: ``Literal`` choices as ``str`` (validated by the model), optional kept."""
+    """The type typer parses a field as: ``Literal`` choices as ``str`` (validated by the model), a list as a
+    repeatable ``str`` option (the model parses the items, e.g. ``--mean 0.485,0.456,0.406``), optional kept."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         return str
+    if typing.get_origin(annotation) is list:
+        return list[str]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
         inner = [a for a in args if a is not type(None)]
         return _cli_type(inner[0]) | None if len(inner) == 1 else str | None

@@ -45,7 +45,7 @@ def test_query_over_a_root_of_two_runs_equals_the_per_run_summaries(tiny_data: P
             "complete", 3, "explain", "val", ["deletion_insertion"])
         assert (r["dataset"], r["model"], r["dir"]) == (str(tiny_data), str(tiny_model), str(out / r["run_id"]))
         assert isinstance(r["started"], datetime) and r["started"] <= r["finished"]
-        assert r["model_digest"] in (None, weights_digest(tiny_model))  # recorded once the jobs write it
+        assert r["model_digest"] == weights_digest(tiny_model)  # recorded by the job in run.json
     assert runs[0]["finished"] < runs[1]["finished"]
 
     con = connect_root(out)

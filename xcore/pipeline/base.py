@@ -14,7 +14,7 @@ boundaries.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from xcore.analysis.blocks import Block
@@ -22,6 +22,7 @@ from xcore.core.batching import BatchSize
 from xcore.core.shards import Shard, plan_shards
 from xcore.errors import UsageError
 from xcore.io.runs import RunLayout
+from xcore.pipeline.config import model_overrides
 from xcore.registry import Registry
 
 
@@ -110,6 +111,40 @@ class BatchedWorker:
     @batch_size.setter
     def batch_size(self, value: int) -> None:
         self.batch.value = max(1, int(value))
+
+
+def job_model(config: Mapping[str, Any], device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """A dataset job's model (eval mode, on ``device``) and metadata: the checkpoint ``config["model"]`` with the
+    config's model keys (``arch``, ``model_factory``, ``num_classes``, ``input_size``, ``mean``, ``std``) replacing
+    its sidecar's (:func:`xcore.models.checkpoint.load_checkpoint`). Every job loads its model here, in the driver
+    and in each actor (the config travels as a dict; a factory module is imported by name there). Any failure is a
+    one-line :class:`UsageError`."""
+    from xcore.models.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(config["model"], device, model_overrides(config))
+    except UsageError:
+        raise
+    except Exception as err:  # a corrupt .pt, a missing architecture, ...
+        raise UsageError(f"unreadable checkpoint {config['model']}: {type(err).__name__}: {err}") from None
+
+
+def job_model_meta(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata :func:`job_model` would return, without building the model."""
+    from xcore.models.checkpoint import read_meta
+    from xcore.models.zoo import require_file
+
+    return read_meta(require_file(config["model"]), model_overrides(config))
+
+
+def model_identity(config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The run key's ``model`` entry: architecture and weights digest, plus the config's model keys when given
+    (they change the model or its inputs; absent, earlier run keys stay as they were)."""
+    from xcore.models.checkpoint import weights_digest
+
+    overrides = model_overrides(config)
+    return {"arch": meta.get("arch"), "weights": weights_digest(config["model"]),
+            **({"overrides": overrides} if overrides else {})}
 
 
 JobFactory = Callable[[dict[str, Any]], Job]

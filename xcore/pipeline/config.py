@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from xcore.errors import UsageError
 
@@ -27,7 +28,19 @@ class DatasetJobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     dataset: str = Field(description="dataset root")
-    model: str = Field(description="checkpoint (.pt with a .json sidecar)")
+    model: str = Field(description="checkpoint: a .pt state dict with a .json sidecar, or described by --arch / "
+                       "--model-factory and --num-classes")
+    arch: str | None = Field(None, description="architecture of the checkpoint (xcore.models.MODELS, e.g. resnet18); "
+                             "replaces the sidecar's, which is then optional")
+    model_factory: str | None = Field(None, description="plug-in package.module:fn building the model "
+                                      "(fn(num_classes=N) or fn()), importable in every actor; replaces --arch")
+    num_classes: int | None = Field(None, ge=1, description="classes the model outputs; replaces the sidecar's")
+    input_size: int | None = Field(None, ge=1, description="input side in pixels (centre crop); replaces the "
+                                   "sidecar's")
+    mean: list[float] | None = Field(None, description="per-channel input mean, e.g. 0.485,0.456,0.406 "
+                                     "(comma-separated or repeated); replaces the sidecar's")
+    std: list[float] | None = Field(None, description="per-channel input std, e.g. 0.229,0.224,0.225 "
+                                    "(comma-separated or repeated); replaces the sidecar's")
     methods: Params = Field(description="explanation methods {name: params}", json_schema_extra={"cli": False})
     out: str = Field("runs", description="output root; the run goes to OUT/RUN_ID")
     run_id: str | None = Field(None, description="run directory name (default: the run key)")
@@ -62,6 +75,33 @@ class DatasetJobConfig(BaseModel):
             raise ValueError("name at least one explanation method")
         return v
 
+    @field_validator("model_factory")
+    @classmethod
+    def _one_builder(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("arch") is not None:
+            raise ValueError("give --arch or --model-factory, not both")
+        return v
+
+    @field_validator("mean", "std", mode="before")
+    @classmethod
+    def _float_list(cls, v: Any) -> Any:  # "0.485,0.456,0.406", or repeated CLI options each maybe comma-joined
+        if v is None:
+            return None
+        items = v if isinstance(v, list | tuple) else [v]
+        parts = [p.strip() if isinstance(p, str) else p
+                 for item in items for p in (item.split(",") if isinstance(item, str) else [item])]
+        return [p for p in parts if p != ""] or None
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if v is not None and not all(s > 0 for s in v):
+            raise ValueError("every std must be positive")
+        mean = info.data.get("mean")
+        if v is not None and mean is not None and len(mean) != len(v):
+            raise ValueError(f"{len(v)} std values for {len(mean)} mean values")
+        return v
+
 
 class ExplainConfig(DatasetJobConfig):
     """Explanations + metrics for every sample of a dataset split, one Parquet shard at a time."""
@@ -69,6 +109,8 @@ class ExplainConfig(DatasetJobConfig):
     metrics: Params = Field(default_factory=lambda: {"deletion_insertion": {}},
                             description="metrics {name: params}", json_schema_extra={"cli": False})
     split: str = Field("val", description="split; for NTU a bare part means the checkpoint's benchmark")
+    samples: int | None = Field(None, ge=1, description="explain an evenly spaced subset of this many samples "
+                                "(default: the whole split)")
     target: Literal["pred", "label", "random"] = Field(
         "pred", description="explained class: pred (clean prediction), label (ground truth) or random (a seeded "
         "random class other than the prediction; metrics still score the prediction: a sanity check)")
@@ -196,6 +238,15 @@ def _problem(e: Any) -> str:
     msg = str(e.get("msg", "")).removeprefix("Value error, ")
     got = e.get("input")
     return f"{where}: {msg}" + ("" if isinstance(got, str) and got in msg else f" (got {got!r})")
+
+
+# the config keys that describe the model (:func:`xcore.models.checkpoint.read_meta` overrides)
+MODEL_KEYS = ("arch", "model_factory", "num_classes", "input_size", "mean", "std")
+
+
+def model_overrides(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The model keys a job config gives (``None`` left out): they replace the checkpoint sidecar's keys."""
+    return {k: config[k] for k in MODEL_KEYS if config.get(k) is not None}
 
 
 def cli_fields(model: type[BaseModel]) -> dict[str, Any]:

@@ -20,12 +20,11 @@ import xcore.explain
 import xcore.metrics
 from xcore.analysis.blocks import Block, table
 from xcore.data.base import Dataset
+from xcore.data.subset import Spread
 from xcore.datasets import DATASETS, DatasetKind
-from xcore.errors import UsageError
 from xcore.io.lock import refuse_foreign
 from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
-from xcore.models import load_checkpoint, weights_digest
-from xcore.pipeline.base import JOBS, SampleShardedJob
+from xcore.pipeline.base import JOBS, SampleShardedJob, job_model, model_identity
 from xcore.pipeline.config import ExplainConfig, parse_config
 
 
@@ -43,13 +42,7 @@ class ExplainJob(SampleShardedJob):
     def __init__(self, config: dict[str, Any] | ExplainConfig) -> None:
         self.created = time.time()
         self.config = cfg = parse_config(ExplainConfig, config).model_dump()
-        model_path = Path(cfg["model"])
-        try:
-            model, self.model_meta = load_checkpoint(model_path, "cpu")
-        except UsageError:
-            raise
-        except Exception as err:  # a corrupt .pt, a missing architecture, ...
-            raise UsageError(f"unreadable checkpoint {model_path}: {type(err).__name__}: {err}") from None
+        model, self.model_meta = job_model(cfg, "cpu")
         self.methods = {m: xcore.explain.validate(m, model, p) for m, p in cfg["methods"].items()}
         self.metrics = {m: xcore.metrics.validate(m, p) for m, p in cfg["metrics"].items()}
         del model
@@ -61,10 +54,11 @@ class ExplainJob(SampleShardedJob):
         self.run_key = run_key({
             "dataset": {"root": str(Path(cfg["dataset"]).resolve()), "kind": cfg["dataset_kind"],
                         "split": cfg["split"], "n": self.n_samples},
-            "model": {"arch": self.model_meta.get("arch"), "weights": weights_digest(model_path)},
+            "model": model_identity(cfg, self.model_meta),
             "methods": self.methods, "metrics": self.metrics, "preprocessing": self.preprocessing,
             "shard_size": cfg["shard_size"], "seed": cfg["seed"],
-            **({"target": cfg["target"]} if cfg["target"] != "pred" else {})})
+            **({"target": cfg["target"]} if cfg["target"] != "pred" else {}),
+            **({"samples": cfg["samples"]} if cfg["samples"] is not None else {})})
         self.run_id = cfg["run_id"] or self.run_key
         self.run_dir = str(Path(cfg["out"]) / self.run_id)
         self.layout = RunLayout(self.run_dir)
@@ -82,8 +76,10 @@ class ExplainJob(SampleShardedJob):
         return ", ".join(f"{k}={v!r}" for k, v in sorted(self.reader_kwargs.items()))
 
     def open_dataset(self) -> Dataset:
+        """The configured split, or its evenly spaced subset of ``samples`` (:class:`xcore.data.subset.Spread`)."""
         cfg = self.config
-        return self.dataset_kind.open(cfg["dataset"], cfg["split"], **self.reader_kwargs)
+        dataset = self.dataset_kind.open(cfg["dataset"], cfg["split"], **self.reader_kwargs)
+        return dataset if cfg["samples"] is None else Spread(dataset, cfg["samples"])
 
     def _check_run_dir(self) -> None:
         """Refuse a run directory that holds another configuration (its shards would mix with ours); the driver
@@ -95,7 +91,7 @@ class ExplainJob(SampleShardedJob):
         from xcore.pipeline.explain_worker import ExplainWorker
 
         dev = resolve_device(device or self.config["device"])
-        model, _meta = load_checkpoint(self.config["model"], dev)
+        model, _meta = job_model(self.config, dev)
         return ExplainWorker(self, model, self.open_dataset(), dev)
 
     def reduce(self, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]:
@@ -122,6 +118,7 @@ class ExplainJob(SampleShardedJob):
         write_json_atomic(self.layout.run_json, {
             "run_key": self.run_key, "run_id": self.run_id, "kind": self.kind, "config": self.config,
             "resolved": {"methods": self.methods, "metrics": self.metrics, "model": self.model_meta,
+                         "model_digest": model_identity(self.config, self.model_meta)["weights"],
                          "preprocessing": self.preprocessing, "modality": self.dataset_kind.modality},
             "versions": package_versions(), "git_sha": git_sha(), "timings": timings, "summary": summary,
             "finished_at": time.time()})

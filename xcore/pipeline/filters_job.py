@@ -27,9 +27,8 @@ from xcore.datasets import DATASETS, DatasetKind
 from xcore.errors import UsageError
 from xcore.io.lock import refuse_foreign
 from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
-from xcore.models import load_checkpoint, weights_digest
-from xcore.pipeline.base import JOBS, SampleShardedJob
-from xcore.pipeline.config import FiltersConfig, parse_config
+from xcore.pipeline.base import JOBS, SampleShardedJob, job_model, model_identity
+from xcore.pipeline.config import MODEL_KEYS, FiltersConfig, parse_config
 from xcore.pipeline.explain_job import resolve_device
 
 TABLE = "filter_scores"
@@ -57,12 +56,7 @@ class FiltersJob(SampleShardedJob):
     def __init__(self, config: dict[str, Any] | FiltersConfig) -> None:
         self.created = time.time()
         self.config = cfg = parse_config(FiltersConfig, config).model_dump()
-        try:
-            model, self.model_meta = load_checkpoint(Path(cfg["model"]), "cpu")
-        except UsageError:
-            raise
-        except Exception as err:
-            raise UsageError(f"unreadable checkpoint {cfg['model']}: {type(err).__name__}: {err}") from None
+        model, self.model_meta = job_model(cfg, "cpu")
         cfg["layer"] = cfg["layer"] or default_layer(model)
         get_layer(model, cfg["layer"])  # an unknown layer fails here, in the driver
         del model
@@ -79,7 +73,7 @@ class FiltersJob(SampleShardedJob):
             "job": TABLE, "dataset": {"root": str(Path(cfg["dataset"]).resolve()), "kind": cfg["dataset_kind"],
                                       "split": cfg["split"], "n": self.n_samples,
                                       "preprocessing": sorted(map(str, self.reader_kwargs.items()))},
-            "model": {"arch": self.model_meta.get("arch"), "weights": weights_digest(cfg["model"])},
+            "model": model_identity(cfg, self.model_meta),
             "scorers": self.scorers, "reference": self.reference.run_key if self.reference else None,
             **{k: cfg[k] for k in ("layer", "tap", "softmax", "bins", "ranking_step", "shard_size", "seed",
                                    "pred_scores")},
@@ -96,8 +90,8 @@ class FiltersJob(SampleShardedJob):
         if not cfg["reference_split"] or (cfg["reference_split"] == cfg["split"]
                                           and Path(ref_root).resolve() == Path(cfg["dataset"]).resolve()):
             return None
-        keep = ("model", "out", "dataset_kind", "shard_size", "batch_size", "device", "seed", "reader", "methods",
-                "layer", "tap", "softmax", "bins")
+        keep = ("model", *MODEL_KEYS, "out", "dataset_kind", "shard_size", "batch_size", "device", "seed", "reader",
+                "methods", "layer", "tap", "softmax", "bins")
         return FiltersJob({**{k: cfg[k] for k in keep}, "dataset": ref_root, "split": cfg["reference_split"],
                            "reference_split": None, "ranking_step": 0, "suppression": False, "top_images": 0})
 
@@ -118,7 +112,7 @@ class FiltersJob(SampleShardedJob):
         from xcore.pipeline.filters_worker import FiltersWorker
 
         dev = resolve_device(device or self.config["device"])
-        model, _meta = load_checkpoint(self.config["model"], dev)
+        model, _meta = job_model(self.config, dev)
         return FiltersWorker(self, model, dev)
 
     def reduce(self, summaries: list[dict[str, Any]], failed: list[int]) -> dict[str, Any]:
@@ -138,7 +132,8 @@ class FiltersJob(SampleShardedJob):
                    "samples_per_s": round(done / wall, 3) if done and wall > 0 else None, **report}
         write_json_atomic(self.layout.run_json, {
             "run_key": self.run_key, "run_id": self.run_id, "kind": self.kind, "config": self.config,
-            "resolved": {"scorers": self.scorers, "model": self.model_meta, "modality": "image",
+            "resolved": {"scorers": self.scorers, "model": self.model_meta,
+                         "model_digest": model_identity(self.config, self.model_meta)["weights"], "modality": "image",
                          "reference_run": self.reference.run_dir if self.reference else None,
                          "preprocessing": sorted(map(str, self.reader_kwargs.items()))},
             "versions": package_versions(), "git_sha": git_sha(),

@@ -30,12 +30,9 @@ from xcore.datasets import DATASETS, DatasetKind
 from xcore.errors import UsageError
 from xcore.io.lock import refuse_foreign
 from xcore.io.runs import RunLayout, git_sha, package_versions, run_key, write_json_atomic
-from xcore.models import weights_digest
-from xcore.models.checkpoint import read_meta
 from xcore.models.train_loop import Recipe
-from xcore.models.zoo import require_file
-from xcore.pipeline.base import JOBS, BaseJob
-from xcore.pipeline.config import RoarConfig, parse_config
+from xcore.pipeline.base import JOBS, BaseJob, job_model_meta, model_identity
+from xcore.pipeline.config import MODEL_KEYS, RoarConfig, parse_config
 from xcore.pipeline.explain_job import ExplainJob, resolve_device
 from xcore.pipeline.roar_data import Degradation, unit_seed
 
@@ -62,7 +59,7 @@ class RoarJob(BaseJob):
     def __init__(self, config: dict[str, Any] | RoarConfig) -> None:
         self.created = time.time()
         self.config = cfg = parse_config(RoarConfig, config).model_dump()
-        self.model_meta = read_meta(require_file(cfg["model"]))
+        self.model_meta = job_model_meta(cfg)
         cfg["dataset_kind"] = cfg["dataset_kind"] or self.model_meta.get("dataset_kind") or "imagenet"
         self.dataset_kind: DatasetKind = DATASETS.get(cfg["dataset_kind"])
         if self.dataset_kind.modality != "image":
@@ -75,8 +72,8 @@ class RoarJob(BaseJob):
         explained = {m: p for m, p in cfg["methods"].items() if m != ORACLE and not (self.iid and m == "random")}
         self.splits = [cfg["train_split"], cfg["test_split"]] if cfg["retrain"] else [cfg["test_split"]]
         self.explain: dict[str, ExplainJob] = {
-            split: ExplainJob({**{k: cfg[k] for k in ("dataset", "model", "out", "dataset_kind", "shard_size",
-                                                     "batch_size", "device", "seed", "reader")},
+            split: ExplainJob({**{k: cfg[k] for k in ("dataset", "model", *MODEL_KEYS, "out", "dataset_kind",
+                                                     "shard_size", "batch_size", "device", "seed", "reader")},
                                "split": split, "methods": explained, "metrics": {}})
             for split in (self.splits if explained else [])}
         self.reader_kwargs = {**self.dataset_kind.options(self.model_meta), **cfg["reader"]}
@@ -90,7 +87,7 @@ class RoarJob(BaseJob):
             "job": "roar", "explain": {s: j.run_key for s, j in self.explain.items()},
             "dataset": {"root": str(Path(cfg["dataset"]).resolve()), "kind": cfg["dataset_kind"],
                         "splits": self.splits, "preprocessing": sorted(map(str, self.reader_kwargs.items()))},
-            "model": {"arch": self.model_meta.get("arch"), "weights": weights_digest(cfg["model"])},
+            "model": model_identity(cfg, self.model_meta),
             "methods": {m: (self.explain_params(m) if m in explained else p) for m, p in cfg["methods"].items()},
             **{k: cfg[k] for k in ("fractions", "modes", "repeats", "retrain", "ranking", "imputation", "seed")},
             "noise": cfg["noise"] if cfg["imputation"] == "noisy_linear" else None,
@@ -177,6 +174,7 @@ class RoarJob(BaseJob):
         write_json_atomic(self.layout.run_json, {
             "run_key": self.run_key, "run_id": self.run_id, "kind": self.kind, "config": self.config,
             "resolved": {"recipe": self.recipe.__dict__, "shift": self.shift, "model": self.model_meta,
+                         "model_digest": model_identity(self.config, self.model_meta)["weights"],
                          "explain_runs": {s: j.run_dir for s, j in self.explain.items()},
                          "preprocessing": sorted(map(str, self.reader_kwargs.items())), "modality": "image"},
             "versions": package_versions(), "git_sha": git_sha(),

@@ -19,9 +19,10 @@ import pyarrow as pa
 import torch
 
 from xcore.core.shards import Shard
-from xcore.models import build_model, load_checkpoint
+from xcore.models.checkpoint import build_from_meta
 from xcore.models.train import reproducible
 from xcore.models.train_loop import evaluate_dataset, fit_dataset
+from xcore.pipeline.base import job_model
 from xcore.pipeline.roar_data import DegradedDataset, MapStore
 from xcore.pipeline.tables import ERRORS
 
@@ -44,7 +45,7 @@ class RoarWorker:
         self.device = device
         self.readers = {split: job.open_dataset(split) for split in job.splits}
         self._maps: dict[tuple[str, str], MapStore] = {}
-        self.clean = None if job.config["retrain"] else load_checkpoint(job.config["model"], device)[0]
+        self.clean = None if job.config["retrain"] else job_model(job.config, device)[0]
         self.eval_batch = max(1, int(job.config["batch_size"]))
 
     @property
@@ -86,7 +87,7 @@ class RoarWorker:
                                     shift=self.job.shift)
             meta = self.job.model_meta
             with reproducible(seed, torch.get_num_threads()):
-                model = build_model(meta["arch"], int(meta["num_classes"]), **(meta.get("arch_kwargs") or {}))
+                model = build_from_meta(meta)  # the zoo's architecture or the user's model factory
                 model = model.to(self.device)
                 try:
                     info = fit_dataset(model, train, self.job.recipe, seed=seed, device=self.device)
