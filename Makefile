@@ -4,21 +4,27 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 STAMP  := $(VENV)/.xcore-installed
+TEST_STAMP := $(VENV)/.xcore-test-installed
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test lint bench venv chromium
 
-venv: $(STAMP)
+venv: $(TEST_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	# torch and torchvision first: on this machine pip takes both from local disk
 	$(VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	$(VENV)/bin/python -m pip install -q -e .
 	touch $(STAMP)
+
+# the test-only dependencies (peer libraries, pytest, Playwright, ruff): installed by `make test`, not `make demo`
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/xai demo
@@ -28,14 +34,14 @@ chromium:
 	command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium >/dev/null \
 		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
 
-test: $(STAMP) chromium
+test: $(TEST_STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests/unit
 	# two workers, one test module each: the ground-truth trainings (one thread each) run side by side
 	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=12 tests/integration -m "not engine"
 	$(VENV)/bin/python -m pytest -q --durations=8 tests/integration -m engine
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python benchmarks/deletion_insertion.py
 	$(VENV)/bin/python benchmarks/explainers.py --models demo --threads 1 --clock cpu

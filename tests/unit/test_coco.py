@@ -280,7 +280,8 @@ def test_dataset_kind() -> None:
     from xcore.datasets import DATASETS
 
     kind = DATASETS.get("coco")
-    assert kind.reader is CocoReader and kind.modality == "image" and kind.demo is None and kind.train is None
+    assert kind.reader is CocoReader and kind.modality == "image" and kind.train is None
+    assert kind.demo.uses == "imagenet" and kind.demo.metrics == ("pointing_game",)  # the shapes model explains it
     assert kind.options({"input_size": [3, 96, 96], "mean": [0.1, 0.2, 0.3], "std": [1, 2, 3]}) == \
         {"size": 96, "mean": (0.1, 0.2, 0.3), "std": (1.0, 2.0, 3.0)}
     assert kind.options({}) == {"size": 224}

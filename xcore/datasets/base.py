@@ -32,12 +32,26 @@ def _same_split(split: str, meta: Meta) -> str:
 
 @dataclass(frozen=True)
 class Demo:
-    """What ``xai demo --modality NAME`` runs on this kind's embedded default data."""
+    """What ``xai demo --modality NAME`` runs on this kind's embedded default data.
 
-    model: str  # checkpoint path, relative to the working directory (trained in-process when missing)
+    ``model`` is a checkpoint path relative to the working directory, trained in-process when missing with the
+    kind's trainer and ``train`` options, or, with ``uses``, the demo model of that other kind (e.g. the pointing
+    game on COCO explains the shapes model). ``samples`` evaluates an evenly spaced subset of the split (``None``:
+    all of it); ``target`` is the explained class (``"label"`` for the pointing game); ``min_accuracy`` is the
+    band a freshly trained model must reach, else it is retrained once with the next seed (the reason logged);
+    ``train_seconds`` is about how long that training takes on one idle thread (the demo starts the longest first).
+    """
+
+    model: str
     methods: tuple[str, ...]
     metrics: tuple[str, ...] = ("deletion_insertion",)
     split: str = "val"
+    samples: int | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    target: str = "pred"
+    uses: str | None = None
+    min_accuracy: float = 0.0
+    train_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +64,8 @@ class DatasetKind:
     - ``modality``: ``"image"``, ``"video"`` or ``"skeleton"`` (recorded in ``run.json``; ``xai demo/train``);
     - ``train(root, out, progress=..., **kw) -> meta``: the default trainer of a demo model on this kind;
     - ``generate() -> root``: writes the embedded synthetic data (idempotent) and returns its root;
-    - ``demo``: the demo's model, methods, metrics and split;
+    - ``demo``: the full demo's model, methods, metrics and split (``xai demo --full``); ``quick``: the ten-minute
+      demo's (``xai demo``; smaller training and evaluation subsets), when it differs;
     - ``report(run_dir, config, methods) -> list[Block]``: the analysis after a flow (writes ``<run>/analysis``).
     """
 
@@ -62,6 +77,7 @@ class DatasetKind:
     train: Callable[..., dict[str, Any]] | None = None
     generate: Callable[[], Path] | None = None
     demo: Demo | None = None
+    quick: Demo | None = None
     report: Callable[[str, dict[str, Any], list[str] | None], list[Block]] | None = None
     train_options: dict[str, Any] = field(default_factory=dict)
 
@@ -92,10 +108,17 @@ def open_dataset(kind: str, root: Path | str, split: str = "val", **options: Any
 
 
 def modalities() -> dict[str, DatasetKind]:
-    """The first kind (by name) with a demo and embedded data for each modality, by modality name."""
+    """The first kind (by name) with a demo of its own model and embedded data for each modality, by modality
+    name."""
     out: dict[str, DatasetKind] = {}
     for name in DATASETS.names():
         kind = DATASETS.get(name)
-        if kind.demo is not None and kind.generate is not None:
+        if kind.demo is not None and kind.demo.uses is None and kind.generate is not None:
             out.setdefault(kind.modality, kind)
     return dict(sorted(out.items()))
+
+
+def companions(kind: DatasetKind) -> list[DatasetKind]:
+    """The kinds whose demo explains ``kind``'s demo model on their own data (e.g. ``coco`` for ``imagenet``)."""
+    return [k for k in (DATASETS.get(n) for n in DATASETS.names())
+            if k.demo is not None and k.demo.uses == kind.name and k.generate is not None]

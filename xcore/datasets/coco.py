@@ -14,7 +14,7 @@ from typing import Any
 
 from xcore.data.coco import CocoReader
 from xcore.data.synthetic_coco import default_coco_root, generate_coco
-from xcore.datasets.base import DatasetKind, register
+from xcore.datasets.base import DatasetKind, Demo, register
 
 
 def coco_options(meta: dict[str, Any]) -> dict[str, Any]:
@@ -30,4 +30,9 @@ def generate() -> Path:
     return generate_coco(default_coco_root())
 
 
-COCO = register(DatasetKind("coco", CocoReader, "image", options=coco_options, generate=generate))
+POINTING = Demo("", ("gradcam", "gradient", "centre", "random"), ("pointing_game",), target="label", uses="imagenet")
+"""The demo's pointing game: the shapes model (the ``imagenet`` kind's demo model) explains each class present in
+the synthetic COCO-format images (thesis §5.4.4.1)."""
+
+COCO = register(DatasetKind("coco", CocoReader, "image", options=coco_options, generate=generate, demo=POINTING,
+                            quick=POINTING))

@@ -30,7 +30,12 @@ def generate() -> Path:
     return generate_images(default_data_root())
 
 
+METHODS = ("gradient", "guided_backprop", "input_x_gradient", "gradcam", "centre", "random")
+
 IMAGENET = register(DatasetKind(
     "imagenet", ImageNetReader, "image", options=image_options, train=train_model, generate=generate,
-    demo=Demo(".xcore/models/smallcnn.pt",
-              ("gradient", "guided_backprop", "input_x_gradient", "gradcam", "centre", "random"))))
+    demo=Demo(".xcore/models/smallcnn.pt", METHODS),
+    # the ten-minute demo: a 64 px model (an 8×8 CAM; 96.7 % in 15 epochs, ~1 min on one thread) and 60 val images
+    quick=Demo(".xcore/models/quick/smallcnn.pt", METHODS, ("deletion_insertion", "faithfulness"), samples=60,
+               train={"epochs": 15, "lr": 3e-3, "input_size": 64}, min_accuracy=0.9,
+               train_seconds=60)))
