@@ -6,6 +6,7 @@ descriptors of :mod:`xcore.datasets` (``generate``, ``train``, ``demo``); nothin
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,9 @@ def training(kinds: list[Any], full: bool) -> Iterator[Callable[[Any], None]]:
 
     todo = training_order(kinds, full)
     futures: dict[str, Future[str]] = {}
-    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) if todo else None
+    # the trainers run at a lower priority: the explanations (Ray's actors, this process) take the CPU first
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
+                               initargs=(10,)) if todo else None
     try:
         for name in todo:
             futures[name] = pool.submit(demo_model, name, full)  # type: ignore[union-attr]
@@ -175,14 +178,19 @@ def demo(out: Path = typer.Option(Path(".xcore/runs"), help="output root"),
     from xcore.datasets import modalities
     from xcore.datasets.base import companions
     from xcore.pipeline import open_job
+    from xcore.report.build import write_report
 
-    code, runs = 0, []
+    code, pages = 0, []
     mods = list(modalities()) if modality == "all" else [modality]
     try:
         kinds = [k for m in mods for k in (demo_kind(m), *companions(demo_kind(m)))]
     except UsageError as err:
         raise fail(err) from None
     mods.sort(key=lambda m: train_seconds(demo_kind(m), full))  # the first model ready is explained first
+    if executor == "ray":  # Ray starts now, on idle cores, not beside the trainings; every run reuses it
+        from tasks.processes import start_ray
+
+        start_ray()
     with training(kinds, full) as ready:
         for mod in mods:
             try:
@@ -191,24 +199,21 @@ def demo(out: Path = typer.Option(Path(".xcore/runs"), help="output root"),
                 configs = demo_runs(mod, full, out, shard_size, batch_size)
             except UsageError as err:
                 raise fail(err) from None
-            for config in configs:
+            for config in configs:  # each report right after its run: they overlap the next model's training
                 code = max(code, execute("explain", config, {"executor": executor}))
-                runs.append(Path(open_job("explain", config).run_dir))
-    for path in write_reports(runs, out):
+                pages.append(write_report(Path(open_job("explain", config).run_dir)))
+    for path in [*pages, write_index(pages, out)]:
         console.print(f"HTML report: {path}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def write_reports(runs: list[Path], out: Path) -> list[Path]:
-    """One HTML report per run (:func:`xcore.report.build.write_report`) and ``OUT/index.html`` linking them; the
-    index last (the page to open)."""
+def write_index(pages: list[Path], out: Path) -> Path:
+    """``OUT/index.html`` linking the runs' HTML reports (:func:`xcore.report.build.write_report`); its path."""
     from xcore.io.atomic import atomic_open
-    from xcore.report.build import write_report
 
-    pages = [write_report(run) for run in runs]
     links = "".join(f'<li><a href="{p.relative_to(out.absolute()).as_posix()}">{p.parent.name}</a></li>'
                     for p in (q.absolute() for q in pages))
     index = out / "index.html"
     with atomic_open(index, "w") as fh:
         fh.write(f"<!doctype html><meta charset=utf-8><title>xcore demo</title><h1>xcore demo</h1><ul>{links}</ul>")
-    return [*pages, index.absolute()]
+    return index.absolute()
