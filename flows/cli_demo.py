@@ -57,8 +57,9 @@ def train_checkpoint(kind: Any, root: Path, out: Path, **kw: Any) -> dict[str, A
         raise UsageError(f"dataset kind {kind.name!r} has no default trainer")
 
     def progress(info: dict[str, Any]) -> None:
-        console.print(f"epoch {info.get('epoch')}/{info.get('epochs')}: loss {info.get('loss', 0):.3f}, "
-                      f"val accuracy {info.get('val_accuracy', 0):.3f} ({info.get('seconds', 0):.0f} s)")
+        acc = info.get("val_accuracy")
+        console.print(f"epoch {info.get('epoch')}/{info.get('epochs')}: loss {info.get('loss', 0):.3f}"
+                      + ("" if acc is None else f", val accuracy {acc:.3f}") + f" ({info.get('seconds', 0):.0f} s)")
 
     try:
         meta = kind.train(root, out, progress=progress, **kw)
@@ -83,11 +84,14 @@ def model_owner(kind: Any, full: bool) -> Any:
     return kind if spec.uses is None else model_owner(DATASETS.get(spec.uses), full)
 
 
-def demo_model(kind_name: str, full: bool) -> str:
+def demo_model(kind_name: str, full: bool, niceness: int = 0) -> str:
     """The checkpoint ``kind_name``'s demo explains, trained now when missing. A fresh model below the demo's
     accuracy band is retrained once with the next seed, and the reason is logged. Runs in a worker process of
-    :func:`prepare_models` (so it takes and returns plain values)."""
+    :func:`training` (so it takes and returns plain values), at ``niceness`` when > 0."""
     from xcore.datasets import DATASETS
+
+    if niceness > 0:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
 
     kind = model_owner(DATASETS.get(kind_name), full)
     spec = demo_spec(kind, full)
@@ -122,19 +126,19 @@ def training_order(kinds: list[Any], full: bool) -> list[str]:
 @contextlib.contextmanager
 def training(kinds: list[Any], full: bool) -> Iterator[Callable[[Any], None]]:
     """Generate the data and train the missing demo models of ``kinds`` in two worker processes (each training uses
-    one thread, reproducible whatever the load), the longest first; yields ``ready(kind)``, which waits for the
+    one thread, reproducible whatever the load), the longest first at normal priority, the others at nice 10;
+    yields ``ready(kind)``, which waits for the
     model ``kind``'s demo explains, so the explanations of one modality run while the next one trains."""
     import multiprocessing
     from concurrent.futures import Future, ProcessPoolExecutor
 
     todo = training_order(kinds, full)
     futures: dict[str, Future[str]] = {}
-    # the trainers run at a lower priority: the explanations (Ray's actors, this process) take the CPU first
-    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice,
-                               initargs=(10,)) if todo else None
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) if todo else None
     try:
-        for name in todo:
-            futures[name] = pool.submit(demo_model, name, full)  # type: ignore[union-attr]
+        # the longest training keeps its core; the others yield to the explanations (Ray's actors, this process)
+        for i, name in enumerate(todo):
+            futures[name] = pool.submit(demo_model, name, full, 0 if i == 0 else 10)  # type: ignore[union-attr]
         for k in kinds:  # meanwhile, here: the data of the kinds nobody trains on (idempotent)
             if k.name not in futures and k.generate is not None:
                 k.generate()

@@ -71,3 +71,25 @@ def test_a_model_below_the_band_is_retrained_once_with_the_next_seed(
     assert "retraining the image demo model with seed 4: val accuracy 0.500 is below the demo's band (>= 0.9)" in out
     seeds.clear()
     assert cli_demo.demo_model("fake_demo", full=False) and seeds == []  # present: never retrained
+
+
+def test_skipping_validation_epochs_leaves_the_weights_and_accuracy_unchanged() -> None:
+    import torch
+
+    from xcore.models.train import fit
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=gen), torch.randint(0, 3, (40,), generator=gen)
+    runs = []
+    for every in (1, 3):
+        torch.manual_seed(1)
+        net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                                  torch.nn.Linear(8, 3))
+        seen: list[Any] = []
+        acc = fit(net, (x[:30], y[:30]), (x[30:], y[30:]), prepare=lambda xb, g: xb + 0.1 * torch.randn(
+            xb.shape, generator=g), prepare_eval=lambda xb: xb, epochs=5, batch_size=8, lr=1e-2,
+            weight_decay=0.0, seed=0, progress=lambda info: seen.append(info["val_accuracy"]), val_every=every)
+        runs.append((acc, net.state_dict(), seen))
+    (acc1, sd1, seen1), (acc3, sd3, seen3) = runs
+    assert acc1 == acc3 and all(torch.equal(sd1[k], sd3[k]) for k in sd1)
+    assert seen3 == [None, None, seen1[2], None, seen1[4]] and None not in seen1

@@ -64,6 +64,6 @@ NTU = register(DatasetKind(
     demo=Demo(".xcore/models/stgcn.pt", ("stg_gradcam", "stg_gradient", "random"),  # stg_cam = scaled stg_gradcam
               ("deletion_insertion", "node_masking")),
     quick=Demo(".xcore/models/quick/stgcn.pt", ("stg_gradcam", "stg_gradient", "random"),
-               ("deletion_insertion", "node_masking"), samples=30, train={"epochs": 8}, min_accuracy=0.8,
+               ("deletion_insertion", "node_masking"), samples=20, train={"epochs": 8}, min_accuracy=0.8,
                train_seconds=90),
     report=report))

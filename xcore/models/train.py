@@ -127,12 +127,14 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, prepare: Callable[[Tensor],
 def fit(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], *,
         prepare: Callable[[Tensor, torch.Generator], Tensor], prepare_eval: Callable[[Tensor], Tensor],
         epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int,
-        progress: Progress | None = None) -> float:
+        progress: Progress | None = None, val_every: int = 1) -> float:
     """AdamW + one-cycle schedule over ``train`` (inputs, labels); returns the final ``val`` accuracy.
 
     ``prepare(batch, generator)`` turns a stored training batch into model input (augmentation,
     normalisation); ``prepare_eval`` does the same without augmentation. ``progress`` is called after each
-    epoch with ``epoch``, ``epochs``, ``loss``, ``train_accuracy``, ``val_accuracy`` and ``seconds``.
+    epoch with ``epoch``, ``epochs``, ``loss``, ``train_accuracy``, ``val_accuracy`` and ``seconds``;
+    ``val`` is evaluated every ``val_every`` epochs and after the last (``val_accuracy`` is ``None`` between):
+    evaluation draws no random numbers, so the weights do not depend on it.
     """
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -156,10 +158,11 @@ def fit(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tenso
             sched.step()
             total_loss += float(loss.detach()) * len(idx)
             correct += int((logits.argmax(1) == y_train[idx]).sum())
-        val_acc = evaluate(model, x_val, y_val, prepare_eval)
+        last = (epoch + 1) % max(val_every, 1) == 0 or epoch + 1 == epochs
+        val_acc = evaluate(model, x_val, y_val, prepare_eval) if last else val_acc
         if progress is not None:
             progress({"epoch": epoch + 1, "epochs": epochs, "loss": total_loss / len(order),
-                      "train_accuracy": correct / len(order), "val_accuracy": val_acc,
+                      "train_accuracy": correct / len(order), "val_accuracy": val_acc if last else None,
                       "seconds": time.perf_counter() - started})
     return val_acc
 

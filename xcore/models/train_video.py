@@ -60,14 +60,15 @@ def train_video(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
                 seed: int = 0, arch_kwargs: dict[str, Any] | None = None, preset: str = DEFAULT_PRESET,
                 clip_len: int = 16, num_threads: int | None = None, progress: Progress | None = None,
                 batch_size: int = 16, lr: float = 3e-3, weight_decay: float = 1e-4, temporal_jitter: int = 8,
-                shift: int = 4, colours: bool = True) -> dict[str, Any]:
+                shift: int = 4, colours: bool = True, val_every: int = 1) -> dict[str, Any]:
     """Train ``arch`` on ``data_root``'s UCF-101 trainlist01, evaluate on testlist01, save to ``out_path``.
 
     ``preset`` names the preprocessing (:func:`~xcore.data.video_decode.video_preset`: "small" = 56 px crops,
     "kinetics" = 112 px); ``arch_kwargs`` default to :data:`VIDEO_DEFAULTS` for ``small3d``. ``temporal_jitter``
     extra frames are decoded around each train clip for random windows; ``colours`` permutes the channels at
     random (for data whose colours do not decide the class, as the synthetic set's). Returns the checkpoint
-    metadata with ``val_accuracy`` (test centre clips) and ``freeze_frame_accuracy``.
+    metadata with ``val_accuracy`` (test centre clips) and ``freeze_frame_accuracy``; ``val_every`` > 1 skips
+    the test evaluation between those epochs (the weights are the same).
     """
     started = time.perf_counter()
     with reproducible(seed, num_threads):
@@ -89,7 +90,7 @@ def train_video(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
         val_acc = fit(model, (x_train, y_train), (x_test, y_test),
                       prepare=lambda xb, gen: jitter(xb, gen, clip_len, shift, colours), prepare_eval=prepare_eval,
                       epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                      progress=progress)
+                      progress=progress, val_every=val_every)
         freeze_acc = evaluate(model, freeze_frames(x_test), y_test, prepare_eval)
         meta: dict[str, Any] = {
             "arch": arch, "num_classes": len(train.classes), "classes": list(train.classes),
