@@ -88,7 +88,8 @@ def test_skipping_validation_epochs_leaves_the_weights_and_accuracy_unchanged() 
         seen: list[Any] = []
         acc = fit(net, (x[:30], y[:30]), (x[30:], y[30:]), prepare=lambda xb, g: xb + 0.1 * torch.randn(
             xb.shape, generator=g), prepare_eval=lambda xb: xb, epochs=5, batch_size=8, lr=1e-2,
-            weight_decay=0.0, seed=0, progress=lambda info: seen.append(info["val_accuracy"]), val_every=every)
+            weight_decay=0.0, seed=0, progress=lambda info, seen=seen: seen.append(info["val_accuracy"]),
+            val_every=every)
         runs.append((acc, net.state_dict(), seen))
     (acc1, sd1, seen1), (acc3, sd3, seen3) = runs
     assert acc1 == acc3 and all(torch.equal(sd1[k], sd3[k]) for k in sd1)
