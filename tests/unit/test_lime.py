@@ -62,7 +62,9 @@ def test_lime_equals_the_lime_package_with_quickshift(hide: str | float) -> None
     for f, w in exp.local_exp[c]:
         coef[f] = w
     assert len(np.unique(segs)) > 6  # so lime's 'auto' takes 'highest_weights' (all features kept)
-    np.testing.assert_allclose(ours, coef[segs], atol=1e-8, rtol=1e-5)
+    # float32 model outputs batched differently (ours 50, lime 10) move the ridge coefficients by ~1e-5 of their
+    # scale: the tolerance is relative to that scale, far below what a wrong kernel or weighting would change
+    np.testing.assert_allclose(ours, coef[segs], atol=1e-4 * np.abs(coef).max(), rtol=1e-4)
     assert np.abs(coef).max() > 1e-3  # a non-trivial explanation
 
 
@@ -82,7 +84,7 @@ def test_lime_defaults_equal_lime_explain_instance_end_to_end() -> None:
     for f, w in exp.local_exp[c]:
         coef[f] = w
     assert len(np.unique(exp.segments)) > 6 and np.abs(coef).max() > 1e-2
-    np.testing.assert_allclose(ours, coef[exp.segments], atol=1e-8, rtol=1e-5)
+    np.testing.assert_allclose(ours, coef[exp.segments], atol=1e-4 * np.abs(coef).max(), rtol=1e-4)
 
 
 class _QuadrantModel(nn.Module):
