@@ -126,7 +126,7 @@ def training_order(kinds: list[Any], full: bool) -> list[str]:
 @contextlib.contextmanager
 def training(kinds: list[Any], full: bool) -> Iterator[Callable[[Any], None]]:
     """Generate the data and train the missing demo models of ``kinds`` in two worker processes (each training uses
-    one thread, reproducible whatever the load), the longest first at normal priority, the others at nice 19;
+    one thread, reproducible whatever the load) at nice 10, the longest first;
     yields ``ready(kind)``, which waits for the
     model ``kind``'s demo explains, so the explanations of one modality run while the next one trains."""
     import multiprocessing
@@ -136,10 +136,10 @@ def training(kinds: list[Any], full: bool) -> Iterator[Callable[[Any], None]]:
     futures: dict[str, Future[str]] = {}
     pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) if todo else None
     try:
-        # the longest training keeps its core; the others yield to the explanations: Ray runs its workers at nice
-        # 15 (its worker_niceness), so they train at 19
-        for i, name in enumerate(todo):
-            futures[name] = pool.submit(demo_model, name, full, 0 if i == 0 else 19)  # type: ignore[union-attr]
+        # at nice 10 (the measured best of 0 / 10 / longest 0 and the rest 10 or 19): the explanations in this
+        # process come first, while Ray's actors (Ray runs its workers at nice 15) still get a share
+        for name in todo:
+            futures[name] = pool.submit(demo_model, name, full, 10)  # type: ignore[union-attr]
         for k in kinds:  # meanwhile, here: the data of the kinds nobody trains on (idempotent)
             if k.name not in futures and k.generate is not None:
                 k.generate()
