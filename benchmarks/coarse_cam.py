@@ -127,6 +127,9 @@ def main() -> None:
             holds = {k: all(d[a] < d[b] for a, b in itertools.pairwise(o)) for k, o in ORDERINGS.items()}
             print(f"{name} seed {seed} (val accuracy {meta['val_accuracy']:.3f}): "
                   + "; ".join(f"{k}: {'holds' if v else 'does not hold'}" for k, v in holds.items()), flush=True)
+            print("  " + ", ".join(f"{m} " + "/".join(f"{v:.3f}" for v in r.values())
+                                   for m, r in per_seed[-1].items()) + "  (deletion/insertion/pointing %)",
+                  flush=True)
         grid = "7×7" if name == "coarse" else "14×14"
         print(f"\n== {name} ({grid} CAM), {len(args.seeds)} seeds: mean ± std ==")
         print(f"{'method':12s} {'deletion':>15s} {'insertion':>15s} {'pointing %':>15s}   thesis del / ins / point")
