@@ -106,7 +106,7 @@ def _tables(run: Path) -> dict[str, list[tuple]]:
             out[table] = []
             continue
         src = f"read_parquet('{run / table}/**/*.parquet', hive_partitioning = true, union_by_name = true)"
-        cols = "COLUMNS(c -> NOT regexp_matches(c, '_ms$|^explain_batch$'))" if table == "metrics" else "*"
+        cols = "COLUMNS(lambda c: NOT regexp_matches(c, '_ms$|^explain_batch$'))" if table == "metrics" else "*"
         out[table] = con.execute(f"SELECT {cols} FROM {src} ORDER BY {order}").fetchall()
     return out
 

@@ -84,7 +84,7 @@ def test_rows_heatmaps_and_per_sample_failures(explain_cfg, monkeypatch):
     monkeypatch.setattr(xcore.explain, "run", flaky)
     worker = job.worker("cpu")
     summary = worker.process(job.shards()[0])
-    assert worker.batch_size == 1 and calls[0] == 3
+    assert worker.batch_size == 1 and max(calls) == 3  # tried the whole batch (after the 1-sample warm-up)
     assert summary["errors"] == 2 and summary["failed"] == 2 and summary["ok"] == 28
     errors = _table(job.run_dir, "errors")
     assert [(e["index"], e["stage"], e["method"], e["error_type"]) for e in errors] == [
