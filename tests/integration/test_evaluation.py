@@ -5,23 +5,15 @@ the original image size) and the random-target sanity check on the shapes' val s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from cli_invoke import invoke
 
-from flows.cli import app
 from xcore.analysis.evaluation import pointing_rows, random_target_rows
 from xcore.data.synthetic_coco import generate_coco
 from xcore.io.query import connect
 
 pytestmark = pytest.mark.slow
-
-
-def invoke(args: list[str]) -> Any:
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, (res.stdout, res.stderr)
-    return res
 
 
 @pytest.fixture(scope="module")

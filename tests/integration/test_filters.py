@@ -11,18 +11,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from typer.testing import CliRunner
+from cli_invoke import invoke
 
-from flows.cli import app
 from xcore.io.query import connect
 
 pytestmark = pytest.mark.slow
-
-
-def invoke(args: list[str]) -> Any:
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, (res.stdout, res.stderr)
-    return res
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_invoke import invoke
 
-from flows.cli import app
 from xcore.io.query import connect
 from xcore.pipeline import open_job
 
@@ -37,12 +35,6 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def curve(run: Path) -> dict[tuple[str, str, float], float]:
     report = json.loads((run / "analysis" / "roar.json").read_text())
     return {(c["method"], c["mode"], c["fraction"]): c["mean"] for c in report["curves"]}
-
-
-def invoke(args: list[str]) -> Any:
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, (res.stdout, res.stderr)
-    return res
 
 
 def test_roar_kar_and_road_on_shapes(shapes, tmp_path, prefect_harness):

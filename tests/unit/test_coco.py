@@ -272,7 +272,7 @@ def test_synthetic_coco_is_idempotent(tmp_path: Path) -> None:
     assert len(_written(root)["images"]) == 2 and not files[2].with_name("COCO_val2014_000000000003.jpg").exists()
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "x.txt").write_text("x")
-    with pytest.raises(UsageError, match="not synthetic COCO data"):
+    with pytest.raises(UsageError, match="not complete synthetic COCO data"):
         generate_coco(tmp_path / "foreign")
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from xcore.data.base import Sample
+from xcore.data.base import FileList, Sample
 from xcore.data.confine import DatasetRoot
 from xcore.data.imagenet import IMAGE_EXTS
 from xcore.data.transforms import ImageTransform
@@ -86,7 +86,7 @@ def parse_name(stem: str) -> tuple[str, str, int] | None:
     return parts[0], "-".join(parts[1:-1]), int(parts[-1])
 
 
-class BAMReader:
+class BAMReader(FileList):
     """The :class:`~xcore.data.base.Dataset` of BAM's ``split`` ("val" or "train") of labelling ``labels``.
 
     ``meta`` of a sample: ``obj`` and ``scene`` (from the file name; ``None`` when it does not follow
@@ -191,20 +191,8 @@ class BAMReader:
                 raise UsageError(f"{mask_file} has {len(self._masks)} masks; {p.name} needs mask {k}")
             self._mask_index[p.name] = k
 
-    def __len__(self) -> int:
-        return len(self._paths)
-
     def __repr__(self) -> str:
         return f"BAMReader({str(self.root)!r}, split={self.split!r}, labels={self.labels!r}, n={len(self)})"
-
-    def path(self, index: int) -> Path:
-        return self._paths[index]
-
-    def sample_id(self, index: int) -> str:
-        return self._paths[index].stem
-
-    def label(self, index: int) -> int:
-        return self._labels[index]
 
     def region(self, name: str, width: int, height: int) -> tuple[np.ndarray, list[int]]:
         """Image ``name``'s object region in ``x``'s pixels (float32 (size, size)) and its box [x0, y0, x1, y1]."""

@@ -7,6 +7,7 @@ A reader indexes its files cheaply on construction (no decoding) and decodes one
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from torch import Tensor
@@ -39,3 +40,26 @@ class Dataset(Protocol):
 
     def load(self, index: int) -> Sample: ...
 
+
+
+class FileList:
+    """The index half of a reader whose samples are one file each: ``_paths`` and their ``_labels``.
+
+    Readers that keep a sorted list of sample files (ImageNet, BAM) inherit ``len``, ``path``, ``sample_id``
+    (the file's stem) and ``label`` from here and implement ``load``.
+    """
+
+    _paths: list[Path]
+    _labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def path(self, index: int) -> Path:
+        return self._paths[index]
+
+    def sample_id(self, index: int) -> str:
+        return self._paths[index].stem
+
+    def label(self, index: int) -> int:
+        return self._labels[index]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from xcore.data.base import Sample
+from xcore.data.base import FileList, Sample
 from xcore.data.confine import DatasetRoot
 from xcore.data.transforms import ImageTransform
 from xcore.errors import UsageError
@@ -106,7 +106,7 @@ def _image_number(stem: str) -> int:
     return int(m.group(1))
 
 
-class ImageNetReader:
+class ImageNetReader(FileList):
     """The :class:`~xcore.data.base.Dataset` of an ImageNet-style ``split`` ("val" or "train") under ``root``.
 
     ``load(i)`` returns a :class:`Sample` whose ``meta`` holds ``boxes`` (all annotated objects, in the
@@ -217,20 +217,8 @@ class ImageNetReader:
             raise UsageError(f"val image {bad[0]} is beyond the {len(gt)} devkit ground-truth lines")
         return paths, [gt[n - 1] for n in numbers]
 
-    def __len__(self) -> int:
-        return len(self._paths)
-
     def __repr__(self) -> str:
         return f"ImageNetReader({str(self.root)!r}, split={self.split!r}, n={len(self)})"
-
-    def path(self, index: int) -> Path:
-        return self._paths[index]
-
-    def sample_id(self, index: int) -> str:
-        return self._paths[index].stem
-
-    def label(self, index: int) -> int:
-        return self._labels[index]
 
     def _boxes(self, stem: str) -> list[list[int]]:
         objects = self._objects.get(stem)

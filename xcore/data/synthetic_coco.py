@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from xcore.data.synthetic_scene import (
     _rotated,
 )
 from xcore.errors import UsageError
-from xcore.io.atomic import read_json
+from xcore.io.atomic import materialise_dir
 
 FORMAT_VERSION = 1
 MARKER = "xcore_coco.json"
@@ -200,21 +199,5 @@ def generate_coco(root: Path | str, *, n_images: int = 60, size: tuple[int, int]
         raise UsageError(f"generate_coco needs n_images >= 1 and an image size of at least 64x64; got {n_images}, "
                          f"{height}x{width}")
     params = {"format": FORMAT_VERSION, "n_images": n_images, "size": [height, width], "seed": seed}
-    if read_json(root / MARKER) == params:
-        return root
-    if root.exists() and not (root / MARKER).is_file() and any(root.iterdir()):
-        raise UsageError(f"{root} exists and is not synthetic COCO data (no {MARKER}); remove it or pick another root")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _write(tmp, n_images, (height, width), seed)
-        (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            os.replace(root, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, root)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return materialise_dir(root, params, lambda folder: _write(folder, n_images, (height, width), seed),
+                           what="COCO data", marker=MARKER, replace_ours=True)

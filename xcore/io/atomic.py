@@ -104,7 +104,8 @@ def atomic_open(path: Path | str, mode: str = "wb") -> Iterator[IO[Any]]:
 
 
 def materialise_dir(root: Path | str, params: dict[str, Any], write: Callable[[Path], None], *,
-                    force: bool = False, what: str = "data") -> Path:
+                    force: bool = False, what: str = "data", marker: str = ".complete",
+                    replace_ours: bool = False) -> Path:
     """Make ``root`` hold what ``write(folder)`` writes, once per ``params``, atomically; return ``root``.
 
     A ``root/.complete`` marker equal to ``params`` means the folder is already there: nothing is done. A marker
@@ -112,20 +113,24 @@ def materialise_dir(root: Path | str, params: dict[str, Any], write: Callable[[P
     same data: it is regenerated and replaced, as with ``force``. A root holding anything else (other parameters,
     foreign files) raises :class:`UsageError` unless ``force``. ``write`` fills a hidden sibling folder, which gets
     the marker and is then renamed into place, so an interrupted run never looks complete (and an interrupted
-    upgrade leaves the old format in place).
+    upgrade leaves the old format in place). ``marker`` names the marker file; ``replace_ours=True`` replaces a
+    root whose marker holds any other parameters (our own data made another way) as ``force`` would.
     """
     from xcore.errors import UsageError
 
     root = Path(root)
-    marker = root / ".complete"
-    if not force and marker.is_file():
-        found = read_json(marker)
+    done = root / marker
+    if not force and done.is_file():
+        found = read_json(done)
         if found == params:
             return root
-        if found is None or "format" not in params or {**found, "format": params["format"]} != params:
+        if found is not None and replace_ours:
+            force = True
+        elif found is None or "format" not in params or {**found, "format": params["format"]} != params:
             raise UsageError(f"{root} holds synthetic {what} made with other parameters; pass force=True to "
                              "replace it")
-        force = True  # same parameters, older format: regenerate
+        else:
+            force = True  # same parameters, older format: regenerate
     if not force and root.exists() and any(root.iterdir()):
         raise UsageError(f"{root} exists and is not complete synthetic {what}; pass force=True to replace it")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +139,7 @@ def materialise_dir(root: Path | str, params: dict[str, Any], write: Callable[[P
     tmp.mkdir()
     try:
         write(tmp)
-        (tmp / ".complete").write_text(json.dumps(params, sort_keys=True))
+        (tmp / marker).write_text(json.dumps(params, sort_keys=True))
         if root.exists():
             old = root.parent / f".{root.name}.old-{os.getpid()}"
             os.replace(root, old)

@@ -172,6 +172,33 @@ def _image_size(reader: ImageNetReader) -> int:
         return min(img.size)
 
 
+def fit_readers(train: Any, val: Any, transform: ImageTransform, arch: str, arch_kwargs: dict[str, Any] | None, *,
+                epochs: int, batch_size: int, lr: float, weight_decay: float, seed: int, shift: int,
+                progress: Progress | None, data_root: Path | str, started: float) -> tuple[nn.Module, dict[str, Any]]:
+    """Load two image readers' splits into memory, build ``arch`` and :func:`fit` it with the shift/flip
+    augmentation; return the model and the checkpoint metadata every image trainer writes (``arch``,
+    ``num_classes``, ``classes``, ``class_names``, ``input_size``, ``mean``, ``std``, ``val_accuracy``,
+    ``arch_kwargs`` and the recipe under ``train``). ``train`` / ``val`` are readers with ``jail``, ``path`` and
+    ``transform`` (:class:`~xcore.data.imagenet.ImageNetReader`, :class:`~xcore.data.bam.BAMReader`)."""
+    x_train, y_train = load_split_uint8(train)
+    x_val, y_val = load_split_uint8(val)
+    kwargs = dict(arch_kwargs or {})
+    model = build_model(arch, len(train.classes), **kwargs)
+    val_acc = fit(model, (x_train, y_train), (x_val, y_val),
+                  prepare=lambda xb, gen: transform.normalize(augment(xb, gen, shift)),
+                  prepare_eval=transform.normalize, epochs=epochs, batch_size=batch_size, lr=lr,
+                  weight_decay=weight_decay, seed=seed, progress=progress)
+    meta: dict[str, Any] = {
+        "arch": arch, "num_classes": len(train.classes), "classes": list(train.classes),
+        "class_names": list(train.class_names), "input_size": transform.size, "mean": list(transform.mean),
+        "std": list(transform.std), "val_accuracy": val_acc, "arch_kwargs": kwargs,
+        "train": {"data_root": str(data_root), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                  "weight_decay": weight_decay, "seed": seed, "shift": shift, "n_train": len(x_train),
+                  "n_val": len(x_val), "seconds": round(time.perf_counter() - started, 1)},
+    }
+    return model, meta
+
+
 def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "smallcnn", epochs: int = 20,
                 batch_size: int = 32, lr: float = 2e-3, seed: int = 0, num_threads: int | None = None,
                 progress: Progress | None = None, arch_kwargs: dict[str, Any] | None = None,
@@ -194,21 +221,8 @@ def train_model(data_root: Path | str, out_path: Path | str, *, arch: str = "sma
         transform = ImageTransform(size)
         train = ImageNetReader(data_root, "train", transform=transform)
         val = ImageNetReader(data_root, "val", transform=transform)
-        x_train, y_train = load_split_uint8(train)
-        x_val, y_val = load_split_uint8(val)
-        kwargs = dict(arch_kwargs or {})
-        model = build_model(arch, len(train.classes), **kwargs)
-        val_acc = fit(model, (x_train, y_train), (x_val, y_val),
-                      prepare=lambda xb, gen: transform.normalize(augment(xb, gen, shift)),
-                      prepare_eval=transform.normalize, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, seed=seed, progress=progress)
-        meta: dict[str, Any] = {
-            "arch": arch, "num_classes": len(train.classes), "classes": list(train.classes),
-            "class_names": list(train.class_names), "input_size": size, "mean": list(transform.mean),
-            "std": list(transform.std), "val_accuracy": val_acc, "arch_kwargs": kwargs,
-            "train": {"data_root": str(data_root), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                      "weight_decay": weight_decay, "seed": seed, "n_train": len(x_train), "n_val": len(x_val),
-                      "seconds": round(time.perf_counter() - started, 1)},
-        }
+        model, meta = fit_readers(train, val, transform, arch, arch_kwargs, epochs=epochs, batch_size=batch_size,
+                                  lr=lr, weight_decay=weight_decay, seed=seed, shift=shift, progress=progress,
+                                  data_root=data_root, started=started)
         save_checkpoint(out_path, model.eval(), meta)
         return meta

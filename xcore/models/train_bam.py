@@ -18,8 +18,7 @@ from typing import Any
 from xcore.data.bam import BAMReader
 from xcore.data.transforms import ImageTransform
 from xcore.models.checkpoint import save_checkpoint
-from xcore.models.train import Progress, augment, fit, load_split_uint8, reproducible
-from xcore.models.zoo import build_model
+from xcore.models.train import Progress, fit_readers, reproducible
 
 DEFAULT_EPOCHS = 40
 DEFAULT_LR = 4e-3
@@ -48,22 +47,9 @@ def train_bam(root: Path | str, out_path: Path | str, *, labels: str = "obj", ep
         transform = ImageTransform(input_size)
         train = BAMReader(root, "train", labels, transform=transform)
         val = BAMReader(root, "val", labels, transform=transform)
-        x_train, y_train = load_split_uint8(train)  # type: ignore[arg-type]  # duck-typed: jail, path, transform
-        x_val, y_val = load_split_uint8(val)  # type: ignore[arg-type]
-        kwargs = dict(arch_kwargs or {})
-        model = build_model(arch, len(train.classes), **kwargs)
-        val_acc = fit(model, (x_train, y_train), (x_val, y_val),
-                      prepare=lambda xb, gen: transform.normalize(augment(xb, gen, shift)),
-                      prepare_eval=transform.normalize, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, seed=seed, progress=progress)
-        meta: dict[str, Any] = {
-            "arch": arch, "num_classes": len(train.classes), "classes": list(train.classes),
-            "class_names": list(train.class_names), "input_size": input_size, "mean": list(transform.mean),
-            "std": list(transform.std), "val_accuracy": val_acc, "arch_kwargs": kwargs, "bam_labels": labels,
-            "dataset_kind": "bam",
-            "train": {"data_root": str(root), "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                      "weight_decay": weight_decay, "seed": seed, "shift": shift, "n_train": len(x_train),
-                      "n_val": len(x_val), "seconds": round(time.perf_counter() - started, 1)},
-        }
+        model, meta = fit_readers(train, val, transform, arch, arch_kwargs, epochs=epochs, batch_size=batch_size,
+                                  lr=lr, weight_decay=weight_decay, seed=seed, shift=shift, progress=progress,
+                                  data_root=root, started=started)
+        meta.update({"bam_labels": labels, "dataset_kind": "bam"})
         save_checkpoint(out_path, model.eval(), meta)
         return meta
