@@ -34,12 +34,13 @@ chromium:
 	command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q chromium >/dev/null \
 		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }
 
+# The integration tests on three workers (tests/conftest.py): the engine tests (real Ray nodes, Prefect servers,
+# killed drivers; mostly waiting on processes) one after another on one of them, beside the other modules, the
+# longest first, one module per unit of work (the ground-truth trainings, one thread each, run side by side).
 test: $(TEST_STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests/unit
-	# two workers, one test module each: the ground-truth trainings (one thread each) run side by side
-	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile --durations=12 tests/integration -m "not engine"
-	$(VENV)/bin/python -m pytest -q --durations=8 tests/integration -m engine
+	$(VENV)/bin/python -m pytest -q -n 3 --dist loadgroup --no-loadscope-reorder --durations=40 tests/integration
 
 bench: $(TEST_STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'

@@ -88,8 +88,32 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+# The integration tests run on three pytest-xdist workers (``make test``: ``-n 3 --dist loadgroup
+# --no-loadscope-reorder``): one unit of work per module, except the engine tests, which are one unit so they run
+# one at a time (they start Ray nodes and Prefect servers and mostly wait on them). Units are handed out in the
+# order below, the longest first, so no worker starts a long module at the end; the demo-model modules follow the
+# one that trains it (``demo_shapes``), so no worker sits on its lock. The rest keep collection order.
+FIRST = ("engine", "test_ground_truth", "test_skeleton_ground_truth", "test_roar", "test_ray_train",
+         "test_video_ground_truth", "test_filters", "test_evaluation", "test_bam")
+
+
+def _unit(item: pytest.Item) -> str:
+    return "engine" if item.get_closest_marker("engine") else Path(str(item.path)).stem
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` skip where torch sees no CUDA device (each repeats a CPU-tested computation)."""
+    """Group and order the units of work under ``--dist loadgroup``; skip ``gpu`` tests where torch sees no CUDA
+    device (each repeats a CPU-tested computation)."""
+    if config.getoption("dist", "no") == "loadgroup":
+        for item in items:
+            item.add_marker(pytest.mark.xdist_group(_unit(item)))
+        rank = {name: i for i, name in enumerate(FIRST)}
+        items.sort(key=lambda item: rank.get(_unit(item), len(FIRST)))  # stable: collection order otherwise
+    _skip_gpu(items)
+
+
+def _skip_gpu(items: list[pytest.Item]) -> None:
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch
