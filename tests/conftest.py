@@ -93,8 +93,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 # one at a time (they start Ray nodes and Prefect servers and mostly wait on them). Units are handed out in the
 # order below, the longest first, so no worker starts a long module at the end; the demo-model modules follow the
 # one that trains it (``demo_shapes``), so no worker sits on its lock. The rest keep collection order.
-FIRST = ("engine", "test_ground_truth", "test_skeleton_ground_truth", "test_roar", "test_ray_train",
-         "test_video_ground_truth", "test_filters", "test_evaluation", "test_bam")
+FIRST = ("engine", "test_video_ground_truth", "test_ground_truth", "test_skeleton_ground_truth", "test_roar",
+         "test_ray_train", "test_filters", "test_evaluation", "test_bam")
 
 
 def _unit(item: pytest.Item) -> str:
