@@ -40,7 +40,7 @@ chromium:
 test: $(TEST_STAMP) chromium
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q tests/unit
-	$(VENV)/bin/python -m pytest -q -n 3 --dist loadgroup --no-loadscope-reorder --durations=40 tests/integration
+	$(VENV)/bin/python -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder --durations=40 tests/integration
 
 bench: $(TEST_STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'

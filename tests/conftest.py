@@ -88,28 +88,46 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
-# The integration tests run on three pytest-xdist workers (``make test``: ``-n 3 --dist loadgroup
-# --no-loadscope-reorder``): one unit of work per module, except the engine tests, which are one unit so they run
-# one at a time (they start Ray nodes and Prefect servers and mostly wait on them). Units are handed out in the
-# order below, the longest first, so no worker starts a long module at the end; the demo-model modules follow the
-# one that trains it (``demo_shapes``), so no worker sits on its lock. The rest keep collection order.
+# The integration tests run on three pytest-xdist workers (``make test``: ``-n 3 --dist loadfile
+# --no-loadscope-reorder``): one unit of work per module, except the engine modules (tests marked ``engine``),
+# which are one unit together, so they run one after another (they start Ray nodes and Prefect servers and mostly
+# wait on them). Units are handed out in the order below, the longest first, so no worker starts a long module at
+# the end; the modules that reuse the demo model follow the one that trains it (``demo_shapes``), so no worker
+# sits on its lock. The rest keep collection order.
 FIRST = ("engine", "test_video_ground_truth", "test_ground_truth", "test_skeleton_ground_truth", "test_roar",
          "test_ray_train", "test_filters", "test_evaluation", "test_bam")
+ENGINE_MODULES = frozenset(p.name for p in (Path(__file__).parent / "integration").glob("test_*.py")
+                           if "pytest.mark.engine" in p.read_text(encoding="utf-8"))
 
 
-def _unit(item: pytest.Item) -> str:
-    return "engine" if item.get_closest_marker("engine") else Path(str(item.path)).stem
+def _unit(path: str) -> str:
+    """The unit of work of a test in file ``path``: ``engine`` or the module's name."""
+    name = Path(path).name
+    return "engine" if name in ENGINE_MODULES else Path(name).stem
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the engine modules as one unit (pytest-xdist's ``loadgroup`` cannot group under
+    pytest 9.2, whose node ids no longer take its ``@group`` suffix)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "engine" if Path(path).name in ENGINE_MODULES else path
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group and order the units of work under ``--dist loadgroup``; skip ``gpu`` tests where torch sees no CUDA
-    device (each repeats a CPU-tested computation)."""
-    if config.getoption("dist", "no") == "loadgroup":
-        for item in items:
-            item.add_marker(pytest.mark.xdist_group(_unit(item)))
+    """Order the units of work on pytest-xdist's workers (the controller hands them out in collection order under
+    ``--no-loadscope-reorder``); skip ``gpu`` tests where torch sees no CUDA device (each repeats a CPU-tested
+    computation)."""
+    if hasattr(config, "workerinput"):
         rank = {name: i for i, name in enumerate(FIRST)}
-        items.sort(key=lambda item: rank.get(_unit(item), len(FIRST)))  # stable: collection order otherwise
+        items.sort(key=lambda item: rank.get(_unit(str(item.path)), len(FIRST)))  # stable: collection order otherwise
     _skip_gpu(items)
 
 
