@@ -41,7 +41,6 @@ class Dataset(Protocol):
     def load(self, index: int) -> Sample: ...
 
 
-
 class FileList:
     """The index half of a reader whose samples are one file each: ``_paths`` and their ``_labels``.
 
